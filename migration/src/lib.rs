@@ -1,0 +1,40 @@
+//! Schema migrations, applied in order on every start (and by `catalynx migrate`).
+//!
+//! sea-orm-migration records applied migrations in `seaql_migrations`, so a
+//! second run is a no-op; every statement also says `IF NOT EXISTS`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_create_profiles_table;
+mod m20261129_000002_create_opportunities_table;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261129_000001_create_profiles_table::Migration),
+            Box::new(m20261129_000002_create_opportunities_table::Migration),
+        ]
+    }
+}
+
+/// `column IN ('a', 'b', ...)`, for CHECK constraints over enumerated text.
+fn one_of<C: IntoIden + 'static>(column: C, values: &[&str]) -> SimpleExpr {
+    Expr::col(column).is_in(values.iter().copied())
+}
+
+/// `column IS NULL OR column IN (...)`.
+fn null_or_one_of<C: IntoIden + Clone + 'static>(column: C, values: &[&str]) -> SimpleExpr {
+    Expr::col(column.clone())
+        .is_null()
+        .or(one_of(column, values))
+}
+
+/// `column IS NULL OR length(column) = 9`: an EIN is stored as 9 digits.
+fn null_or_ein<C: IntoIden + Clone + 'static>(column: C) -> SimpleExpr {
+    Expr::col(column.clone())
+        .is_null()
+        .or(Func::char_length(Expr::col(column)).eq(9))
+}

@@ -1,0 +1,224 @@
+//! Database connections: the embedded SQLite default and PostgreSQL, chosen by URL.
+//!
+//! SQLite allows one writer at a time, so writes go through a pool of exactly
+//! one connection (they queue in-process instead of spinning on the file lock)
+//! while reads use a pool of many: in WAL mode readers never block each other
+//! or the writer. On PostgreSQL both handles share one pool.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, SqlxPostgresConnector,
+    SqlxSqliteConnector, Statement,
+};
+
+use crate::config::DbConfig;
+
+/// SQLite page cache per connection, in KiB (negative `cache_size` means KiB).
+const SQLITE_CACHE_KIB: i64 = 64 * 1024;
+/// Memory-mapped I/O window per SQLite connection.
+const SQLITE_MMAP_BYTES: i64 = 256 * 1024 * 1024;
+/// Default read pool on SQLite: readers are cheap in WAL mode.
+const SQLITE_READERS: u32 = 8;
+/// Default pool per replica on PostgreSQL; keep replicas x this under `max_connections`.
+const POSTGRES_CONNECTIONS: u32 = 10;
+/// Key of the PostgreSQL advisory lock that serialises migrations across replicas.
+const MIGRATION_LOCK_KEY: i64 = 0x0ca7_a1e5;
+
+/// A cheap-to-clone handle to the database pools and the statement counter.
+#[derive(Clone)]
+pub struct Db {
+    /// For reads: many connections.
+    pub read: DatabaseConnection,
+    /// For writes: one connection on SQLite, the shared pool on PostgreSQL.
+    pub write: DatabaseConnection,
+    statements: Arc<AtomicU64>,
+}
+
+impl Db {
+    /// Opens (and on SQLite creates) the database named by the configuration.
+    /// Errors name the setting and say what went wrong in one line.
+    pub async fn connect(config: &DbConfig) -> anyhow::Result<Self> {
+        let url = config.database_url.as_str();
+        let (mut read, mut write) = if url.starts_with("sqlite:") {
+            connect_sqlite(config).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = connect_postgres(config).await?;
+            (pool.clone(), pool)
+        } else {
+            bail!(
+                "DATABASE_URL / --database-url: unsupported URL {:?}; use sqlite://PATH or postgres://USER@HOST/DB",
+                redact(url)
+            );
+        };
+        let statements = Arc::new(AtomicU64::new(0));
+        for conn in [&mut read, &mut write] {
+            let counter = statements.clone();
+            conn.set_metric_callback(move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        Ok(Self {
+            read,
+            write,
+            statements,
+        })
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.write.get_database_backend()
+    }
+
+    /// SQL statements sent since start (both pools), for tests, metrics and the benchmark.
+    pub fn statement_count(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Applies pending migrations. On PostgreSQL an advisory lock makes
+    /// replicas that start together run them one after another, so the
+    /// second finds nothing left to do.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Migrator::up(&self.write, None).await;
+        }
+        let pool = self.write.get_postgres_connection_pool();
+        let mut lock = pool
+            .acquire()
+            .await
+            .map_err(|e| DbErr::Custom(format!("migration lock: {e}")))?;
+        let lock_sql = "SELECT pg_advisory_lock($1)";
+        sea_orm::sqlx::query(lock_sql)
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *lock)
+            .await
+            .map_err(|e| DbErr::Custom(format!("migration lock: {e}")))?;
+        let result = Migrator::up(&self.write, None).await;
+        let unlock = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *lock)
+            .await;
+        if let Err(e) = unlock {
+            // The lock is session-scoped: dropping the connection releases it.
+            tracing::warn!(error = %e, "could not release the migration lock");
+            lock.close_on_drop();
+        }
+        result
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        self.read
+            .execute_raw(Statement::from_string(self.backend(), "SELECT 1"))
+            .await
+            .is_ok()
+    }
+}
+
+async fn connect_sqlite(
+    config: &DbConfig,
+) -> anyhow::Result<(DatabaseConnection, DatabaseConnection)> {
+    let url = config.database_url.as_str();
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("DATABASE_URL / --database-url: invalid SQLite URL {url:?}"))?
+        .create_if_missing(true)
+        // sqlx applies these on every new connection, so every pooled
+        // connection is tuned, not only the first.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms))
+        .pragma("cache_size", (-SQLITE_CACHE_KIB).to_string())
+        .pragma("temp_store", "MEMORY")
+        .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
+    let path = options.get_filename().display().to_string();
+    let acquire = Duration::from_secs(config.db_acquire_timeout);
+
+    // The writer opens first: it creates the file and switches it to WAL.
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(acquire)
+        .connect_with(options.clone())
+        .await
+        .with_context(|| {
+            format!("DATABASE_URL / --database-url: cannot open SQLite database {path:?}")
+        })?;
+    let readers = SqlitePoolOptions::new()
+        .max_connections(config.db_max_connections.unwrap_or(SQLITE_READERS))
+        .min_connections(1)
+        .acquire_timeout(acquire)
+        .connect_with(options)
+        .await
+        .with_context(|| {
+            format!("DATABASE_URL / --database-url: cannot open SQLite database {path:?}")
+        })?;
+    Ok((
+        SqlxSqliteConnector::from_sqlx_sqlite_pool(readers),
+        SqlxSqliteConnector::from_sqlx_sqlite_pool(writer),
+    ))
+}
+
+async fn connect_postgres(config: &DbConfig) -> anyhow::Result<DatabaseConnection> {
+    let url = config.database_url.as_str();
+    let mut options = PgConnectOptions::from_str(url).with_context(|| {
+        format!(
+            "DATABASE_URL / --database-url: invalid PostgreSQL URL {:?}",
+            redact(url)
+        )
+    })?;
+    if config.pg_statement_timeout_ms > 0 {
+        options = options.options([(
+            "statement_timeout",
+            config.pg_statement_timeout_ms.to_string(),
+        )]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(config.db_max_connections.unwrap_or(POSTGRES_CONNECTIONS))
+        .acquire_timeout(Duration::from_secs(config.db_acquire_timeout))
+        .connect_with(options)
+        .await
+        .with_context(|| {
+            format!(
+                "DATABASE_URL / --database-url: cannot connect to PostgreSQL at {:?}",
+                redact(url)
+            )
+        })?;
+    Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

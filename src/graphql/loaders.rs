@@ -1,0 +1,226 @@
+//! DataLoaders: per request, they gather the keys that sibling resolvers ask
+//! for and load them in one statement per relation, so a page costs the same
+//! number of statements whatever its size. They are created for each request
+//! and dropped with it, so nothing loaded for one caller reaches another.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use entity::{opportunity, profile};
+
+use crate::db::Db;
+use crate::error::AppError;
+use crate::store::opportunities::{self, OpportunityFilter, OpportunityOrderField};
+use crate::store::page::{Fetched, PageRequest, SortKey};
+use crate::store::profiles;
+
+/// Loader errors are shared by every key of a failed batch.
+pub type LoadError = Arc<AppError>;
+
+/// Profiles by id (for `Opportunity.profile`).
+// SELECT ... FROM profiles WHERE id IN (...)
+pub struct ProfileLoader {
+    db: Db,
+}
+
+impl Loader<String> for ProfileLoader {
+    type Value = profile::Model;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let rows = profiles::by_ids(&self.db.read, ids)
+            .await
+            .map_err(|e| Arc::new(AppError::from(e)))?;
+        Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
+    }
+}
+
+/// A profile's opportunity count under one filter.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CountKey {
+    pub profile_id: String,
+    pub filter: Arc<OpportunityFilter>,
+}
+
+/// Opportunity counts per profile (for `Profile.opportunitiesCount`).
+// SELECT profile_id, COUNT(*) FROM opportunities WHERE profile_id IN (...) AND <filter> GROUP BY profile_id
+pub struct CountLoader {
+    db: Db,
+}
+
+impl Loader<CountKey> for CountLoader {
+    type Value = u64;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[CountKey]) -> Result<HashMap<CountKey, u64>, Self::Error> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for (filter, ids) in group_by(keys, |k| (k.filter.clone(), k.profile_id.clone())) {
+            let counts = opportunities::counts_by_profile(&self.db.read, &ids, &filter)
+                .await
+                .map_err(|e| Arc::new(AppError::from(e)))?;
+            for (profile_id, n) in counts {
+                out.insert(
+                    CountKey {
+                        profile_id,
+                        filter: filter.clone(),
+                    },
+                    n,
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The arguments of a nested opportunities page, shared by all its parents.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct NestedPageArgs {
+    pub filter: OpportunityFilter,
+    pub order: Vec<(OpportunityOrderField, bool)>,
+    pub page: PageRequest,
+}
+
+impl NestedPageArgs {
+    pub fn keys(&self) -> Vec<SortKey> {
+        opportunities::sort_keys(&self.order)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    pub profile_id: String,
+    pub args: Arc<NestedPageArgs>,
+}
+
+/// A fetched nested page; `Arc` because every clone of a loader value is shared.
+pub type NestedPage = Arc<Fetched<opportunity::Model>>;
+
+/// Nested opportunity pages of many profiles in one statement (for `Profile.opportunities`).
+// SQLite: SELECT * FROM (<page of p1>) UNION ALL SELECT * FROM (<page of p2>) ...
+// PostgreSQL: SELECT o.* FROM unnest($n::text[]) p(pid) CROSS JOIN LATERAL (<page of p.pid>) o
+pub struct PageLoader {
+    db: Db,
+}
+
+impl Loader<PageKey> for PageLoader {
+    type Value = NestedPage;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, NestedPage>, Self::Error> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for (args, ids) in group_by(keys, |k| (k.args.clone(), k.profile_id.clone())) {
+            let pages = opportunities::pages_by_profile(
+                &self.db.read,
+                &ids,
+                &args.filter,
+                &args.keys(),
+                &args.page,
+            )
+            .await
+            .map_err(Arc::new)?;
+            for (profile_id, page) in pages {
+                out.insert(
+                    PageKey {
+                        profile_id,
+                        args: args.clone(),
+                    },
+                    Arc::new(page),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Groups keys that share their arguments, keeping first-seen order.
+fn group_by<K, A: Eq + std::hash::Hash + Clone>(
+    keys: &[K],
+    split: impl Fn(&K) -> (A, String),
+) -> Vec<(A, Vec<String>)> {
+    let mut groups: Vec<(A, Vec<String>)> = Vec::new();
+    let mut index: HashMap<A, usize> = HashMap::new();
+    for key in keys {
+        let (args, id) = split(key);
+        let slot = *index.entry(args.clone()).or_insert_with(|| {
+            groups.push((args, Vec::new()));
+            groups.len() - 1
+        });
+        groups[slot].1.push(id);
+    }
+    groups
+}
+
+/// The loaders of one request.
+pub struct Loaders {
+    /// All cached per request: lists feed or prefetch what their nodes will
+    /// ask for, so those ask nothing of the database.
+    pub profiles: DataLoader<ProfileLoader, HashMapCache>,
+    pub counts: DataLoader<CountLoader, HashMapCache>,
+    pub pages: DataLoader<PageLoader, HashMapCache>,
+    /// False for the N+1 baseline: every parent loads on its own.
+    pub batching: bool,
+}
+
+impl Loaders {
+    pub fn new(db: &Db, batching: bool) -> Self {
+        Self {
+            profiles: DataLoader::with_cache(
+                ProfileLoader { db: db.clone() },
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            counts: DataLoader::with_cache(
+                CountLoader { db: db.clone() },
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            pages: DataLoader::with_cache(
+                PageLoader { db: db.clone() },
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
+            batching,
+        }
+    }
+
+    pub async fn profile(&self, id: &str) -> Result<Option<profile::Model>, LoadError> {
+        if self.batching {
+            self.profiles.load_one(id.to_owned()).await
+        } else {
+            let key = id.to_owned();
+            Ok(self
+                .profiles
+                .loader()
+                .load(std::slice::from_ref(&key))
+                .await?
+                .remove(&key))
+        }
+    }
+
+    pub async fn count(&self, key: CountKey) -> Result<u64, LoadError> {
+        let found = if self.batching {
+            self.counts.load_one(key).await?
+        } else {
+            self.counts
+                .loader()
+                .load(std::slice::from_ref(&key))
+                .await?
+                .remove(&key)
+        };
+        Ok(found.unwrap_or(0))
+    }
+
+    pub async fn page(&self, key: PageKey) -> Result<NestedPage, LoadError> {
+        let found = if self.batching {
+            self.pages.load_one(key).await?
+        } else {
+            self.pages
+                .loader()
+                .load(std::slice::from_ref(&key))
+                .await?
+                .remove(&key)
+        };
+        Ok(found.unwrap_or_default())
+    }
+}

@@ -1,0 +1,57 @@
+//! The GraphQL API: one module per type (object, inputs, loaders, query and
+//! mutation roots side by side); [`schema`] assembles them.
+
+pub mod connection;
+pub mod limits;
+pub mod loaders;
+pub mod opportunity;
+pub mod profile;
+pub mod schema;
+
+use async_graphql::Context;
+
+use crate::config::ApiConfig;
+use crate::db::Db;
+use crate::store::page::PageRequest;
+
+/// Schema-wide data every resolver can reach.
+pub struct ApiContext {
+    pub db: Db,
+    pub config: ApiConfig,
+}
+
+impl ApiContext {
+    pub fn of<'a>(ctx: &Context<'a>) -> &'a ApiContext {
+        ctx.data_unchecked::<ApiContext>()
+    }
+
+    pub fn page(
+        &self,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> Result<PageRequest, crate::error::AppError> {
+        PageRequest::new(
+            first,
+            after,
+            last,
+            before,
+            self.config.default_page_size,
+            self.config.max_page_size,
+        )
+    }
+}
+
+/// Validates each element of an optional list with `parse`, naming the
+/// argument in errors.
+pub fn parse_list<T>(
+    values: Option<Vec<String>>,
+    parse: impl Fn(&str) -> Result<T, crate::error::AppError>,
+) -> Result<Vec<T>, crate::error::AppError> {
+    values
+        .unwrap_or_default()
+        .iter()
+        .map(|v| parse(v))
+        .collect()
+}

@@ -1,0 +1,863 @@
+//! `Profile`: its object, inputs, connection, query and mutation roots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::{
+    ComplexObject, Context, ErrorExtensions, ID, InputObject, InputType, Lookahead, MaybeUndefined,
+    Name, Object, Result, SimpleObject, Value,
+};
+use chrono::{DateTime, Utc};
+use entity::{StringList, profile};
+use sea_orm::TransactionTrait;
+
+use super::connection::{OrderDirection, PageInfo};
+use super::loaders::{CountKey, Loaders, NestedPageArgs, PageKey};
+use super::opportunity::{OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total};
+use super::{ApiContext, parse_list};
+use crate::domain::{
+    DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode, parse_amount,
+    parse_ntee_major_group, parse_text,
+};
+use crate::error::{AppError, AppResult, GqlResultExt};
+use crate::store::opportunities::{self, OpportunityFilter};
+use crate::store::page::{self, PageRequest, SortKey};
+use crate::store::profiles::{self, ProfileFilter, ProfileOrderField};
+use crate::store::{bulk, new_id, now};
+
+/// Longest free-text search accepted.
+pub const MAX_SEARCH_CHARS: usize = 200;
+/// Most items in one batch mutation.
+pub const MAX_BATCH: usize = 1000;
+
+pub struct Profile(pub profile::Model);
+
+/// An organisation doing grant research, usually a US nonprofit known by its EIN.
+#[Object]
+impl Profile {
+    /// Unique id (`profile_` + 12 hex characters).
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// Organisation name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Kind of organisation.
+    async fn organization_type(&self) -> Result<OrganizationType> {
+        stored_enum(&self.0.organization_type)
+    }
+    /// IRS Employer Identification Number, 9 digits without dash.
+    async fn ein(&self) -> Option<&str> {
+        self.0.ein.as_deref()
+    }
+    /// What the organisation sets out to do.
+    async fn mission_statement(&self) -> Option<&str> {
+        self.0.mission_statement.as_deref()
+    }
+    /// Life-cycle status; archived profiles are hidden from lists unless asked for.
+    async fn status(&self) -> Result<ProfileStatus> {
+        stored_enum(&self.0.status)
+    }
+    /// Free-text keywords.
+    async fn keywords(&self) -> Option<&str> {
+        self.0.keywords.as_deref()
+    }
+    /// Areas of work, e.g. `education`, `youth`.
+    async fn focus_areas(&self) -> &[String] {
+        &self.0.focus_areas.0
+    }
+    /// NTEE classification codes, e.g. `B20`.
+    async fn ntee_codes(&self) -> &[String] {
+        &self.0.ntee_codes.0
+    }
+    /// City.
+    async fn city(&self) -> Option<&str> {
+        self.0.city.as_deref()
+    }
+    /// Two-letter US state code.
+    async fn state(&self) -> Option<&str> {
+        self.0.state.as_deref()
+    }
+    /// Annual revenue in whole dollars.
+    async fn annual_revenue(&self) -> Option<i64> {
+        self.0.annual_revenue
+    }
+    /// Website.
+    async fn website_url(&self) -> Option<&str> {
+        self.0.website_url.as_deref()
+    }
+    /// When opportunities were last searched for (UTC).
+    async fn last_discovery_date(&self) -> Option<DateTime<Utc>> {
+        self.0.last_discovery_date
+    }
+    /// When the profile was created (UTC).
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the profile last changed (UTC).
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// Number of this profile's opportunities, optionally filtered. Batched
+    /// across the profiles of a page.
+    async fn opportunities_count(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Count only the opportunities that match.")] filter: Option<
+            OpportunityFilterInput,
+        >,
+    ) -> Result<u64> {
+        let filter = OpportunityFilterInput::parse(filter).gql()?;
+        let key = CountKey {
+            profile_id: self.0.id.clone(),
+            filter: Arc::new(filter),
+        };
+        ctx.data_unchecked::<Loaders>()
+            .count(key)
+            .await
+            .map_err(|e| e.as_ref().extend())
+    }
+
+    /// This profile's opportunities, best score first unless ordered otherwise.
+    /// Batched across the profiles of a page: one statement for all of them.
+    #[graphql(
+        complexity = "first.unwrap_or(NESTED_PAGE_SIZE as i32).max(1) as usize * child_complexity"
+    )]
+    async fn opportunities(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only the opportunities that match.")] filter: Option<
+            OpportunityFilterInput,
+        >,
+        #[graphql(
+            desc = "Sort keys, most significant first; default: overall score, highest first."
+        )]
+        order_by: Option<Vec<OpportunityOrder>>,
+        #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Start after this cursor.")] after: Option<String>,
+    ) -> Result<OpportunityConnection> {
+        let args = nested_page_args(ApiContext::of(ctx), filter, order_by, first, after).gql()?;
+        let key = PageKey {
+            profile_id: self.0.id.clone(),
+            args: args.clone(),
+        };
+        let fetched = ctx
+            .data_unchecked::<Loaders>()
+            .page(key)
+            .await
+            .map_err(|e| e.as_ref().extend())?;
+        let total = Total::Nested(CountKey {
+            profile_id: self.0.id.clone(),
+            filter: Arc::new(args.filter.clone()),
+        });
+        Ok(OpportunityConnection::new(
+            fetched.rows.clone(),
+            fetched.has_more,
+            &args.keys(),
+            &args.page,
+            total,
+        ))
+    }
+}
+
+/// Default size of a profile's nested opportunities page.
+const NESTED_PAGE_SIZE: u32 = 20;
+
+/// The validated arguments of `Profile.opportunities`; the resolver and the
+/// prefetch build them the same way, so their loader keys match.
+fn nested_page_args(
+    api: &ApiContext,
+    filter: Option<OpportunityFilterInput>,
+    order_by: Option<Vec<OpportunityOrder>>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> AppResult<Arc<NestedPageArgs>> {
+    let filter = OpportunityFilterInput::parse(filter)?;
+    let order = OpportunityOrder::parse(order_by);
+    let page = PageRequest::new(
+        first,
+        after,
+        None,
+        None,
+        NESTED_PAGE_SIZE,
+        api.config.max_page_size,
+    )?;
+    Ok(Arc::new(NestedPageArgs {
+        filter,
+        order,
+        page,
+    }))
+}
+
+/// One argument of a looked-ahead field, parsed into its input type.
+fn argument<T: InputType>(args: &[(Name, Value)], name: &str) -> AppResult<T> {
+    let value = args
+        .iter()
+        .find(|(n, _)| n.as_str() == name)
+        .map(|(_, v)| v.clone());
+    T::parse(value).map_err(|e| {
+        AppError::bad_input(format!(
+            "{name}: {}",
+            e.into_server_error(Default::default()).message
+        ))
+    })
+}
+
+/// Loads, before the nodes resolve, the counts and nested pages that the
+/// selection under `nodes` / `edges.node` asks for, for the whole page in one
+/// statement each. Waiting for the nodes to ask one by one would rely on the
+/// DataLoader's timer catching every sibling, which a large page outlasts.
+async fn prefetch_nested(ctx: &Context<'_>, loaders: &Loaders, ids: &[String]) -> Result<()> {
+    if !loaders.batching || ids.is_empty() {
+        return Ok(());
+    }
+    let api = ApiContext::of(ctx);
+    let look = ctx.look_ahead();
+    let mut count_keys = Vec::new();
+    let mut page_keys = Vec::new();
+    for node in [look.field("nodes"), look.field("edges").field("node")] {
+        for field in node.field("opportunitiesCount").selection_fields() {
+            let args = field.arguments()?;
+            let filter =
+                Arc::new(OpportunityFilterInput::parse(argument(&args, "filter").gql()?).gql()?);
+            count_keys.extend(ids.iter().map(|id| CountKey {
+                profile_id: id.clone(),
+                filter: filter.clone(),
+            }));
+        }
+        for field in node.field("opportunities").selection_fields() {
+            let args = field.arguments()?;
+            let page = nested_page_args(
+                api,
+                argument(&args, "filter").gql()?,
+                argument(&args, "orderBy").gql()?,
+                argument(&args, "first").gql()?,
+                argument(&args, "after").gql()?,
+            )
+            .gql()?;
+            if Lookahead::from(field).field("totalCount").exists() {
+                let filter = Arc::new(page.filter.clone());
+                count_keys.extend(ids.iter().map(|id| CountKey {
+                    profile_id: id.clone(),
+                    filter: filter.clone(),
+                }));
+            }
+            page_keys.extend(ids.iter().map(|id| PageKey {
+                profile_id: id.clone(),
+                args: page.clone(),
+            }));
+        }
+    }
+    let (counts, pages) = tokio::join!(
+        async {
+            if count_keys.is_empty() {
+                Ok(Default::default())
+            } else {
+                loaders.counts.load_many(count_keys).await
+            }
+        },
+        async {
+            if page_keys.is_empty() {
+                Ok(Default::default())
+            } else {
+                loaders.pages.load_many(page_keys).await
+            }
+        },
+    );
+    counts.map_err(|e| e.as_ref().extend())?;
+    pages.map_err(|e| e.as_ref().extend())?;
+    Ok(())
+}
+
+/// A value of a text column that CHECK constraints keep within the enum.
+pub fn stored_enum<T: DbEnum>(value: &str) -> Result<T> {
+    T::from_db(value).ok_or_else(|| {
+        AppError::Internal(anyhow::anyhow!("unexpected stored value {value:?}")).extend()
+    })
+}
+
+/// Which profiles a list returns. Conditions combine with AND; list
+/// conditions match any of their values.
+#[derive(InputObject, Default)]
+#[graphql(name = "ProfileFilter")]
+pub struct ProfileFilterInput {
+    /// Only these statuses (archived included when listed here).
+    statuses: Option<Vec<ProfileStatus>>,
+    /// Include archived profiles, which are hidden by default.
+    include_archived: Option<bool>,
+    /// Only these kinds of organisation.
+    organization_types: Option<Vec<OrganizationType>>,
+    /// Only these two-letter US state codes.
+    states: Option<Vec<String>>,
+    /// Profiles carrying any of these NTEE codes, e.g. `B20`.
+    ntee_codes: Option<Vec<String>>,
+    /// Profiles with a code in any of these NTEE major groups (first letter), e.g. `B`.
+    ntee_major_groups: Option<Vec<String>>,
+    /// Annual revenue at least this (whole dollars).
+    revenue_min: Option<i64>,
+    /// Annual revenue at most this (whole dollars).
+    revenue_max: Option<i64>,
+    /// Case-insensitive text found in the name, EIN or mission statement.
+    search: Option<String>,
+}
+
+impl ProfileFilterInput {
+    fn parse(input: Option<Self>) -> AppResult<ProfileFilter> {
+        let Some(input) = input else {
+            return Ok(ProfileFilter::default());
+        };
+        let revenue_min = input
+            .revenue_min
+            .map(|v| parse_amount("revenueMin", v))
+            .transpose()?;
+        let revenue_max = input
+            .revenue_max
+            .map(|v| parse_amount("revenueMax", v))
+            .transpose()?;
+        if let (Some(min), Some(max)) = (revenue_min, revenue_max)
+            && min > max
+        {
+            return Err(AppError::bad_input("revenueMin must not exceed revenueMax"));
+        }
+        Ok(ProfileFilter {
+            statuses: input.statuses.unwrap_or_default(),
+            include_archived: input.include_archived.unwrap_or(false),
+            organization_types: input.organization_types.unwrap_or_default(),
+            states: parse_list(input.states, |s| {
+                StateCode::parse(s).map(StateCode::into_inner)
+            })?,
+            ntee_codes: parse_list(input.ntee_codes, |s| {
+                NteeCode::parse(s).map(NteeCode::into_inner)
+            })?,
+            ntee_major_groups: parse_list(input.ntee_major_groups, parse_ntee_major_group)?,
+            revenue_min,
+            revenue_max,
+            search: parse_search(input.search)?,
+        })
+    }
+}
+
+/// Trims a search string; empty means no search, overlong is refused.
+pub fn parse_search(search: Option<String>) -> AppResult<Option<String>> {
+    let Some(search) = search else {
+        return Ok(None);
+    };
+    let trimmed = search.trim();
+    if trimmed.chars().count() > MAX_SEARCH_CHARS {
+        return Err(AppError::bad_input(format!(
+            "search is longer than {MAX_SEARCH_CHARS} characters"
+        )));
+    }
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
+/// One sort key of a profile list.
+#[derive(InputObject, Clone, Copy)]
+pub struct ProfileOrder {
+    /// What to sort by.
+    field: ProfileOrderField,
+    /// Direction; each field has a natural default (names A-Z, the rest largest or newest first).
+    direction: Option<OrderDirection>,
+}
+
+impl ProfileOrder {
+    fn parse(order: Option<Vec<Self>>) -> Vec<(ProfileOrderField, bool)> {
+        match order {
+            Some(order) if !order.is_empty() => order
+                .into_iter()
+                .map(|o| {
+                    (
+                        o.field,
+                        OrderDirection::is_desc(o.direction, o.field.descending_by_default()),
+                    )
+                })
+                .collect(),
+            _ => vec![(ProfileOrderField::UpdatedAt, true)],
+        }
+    }
+}
+
+/// An edge of a profile list.
+#[derive(SimpleObject)]
+pub struct ProfileEdge {
+    /// Opaque position of this profile in its list.
+    cursor: String,
+    /// The profile.
+    node: Profile,
+}
+
+/// A page of profiles (Relay connection).
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct ProfileConnection {
+    /// The profiles with their cursors.
+    edges: Vec<ProfileEdge>,
+    /// Where this page sits in the list.
+    page_info: PageInfo,
+    #[graphql(skip)]
+    filter: ProfileFilter,
+}
+
+#[ComplexObject]
+impl ProfileConnection {
+    /// The profiles of this page.
+    async fn nodes(&self) -> Vec<&Profile> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
+    /// Profiles in the whole list (all pages); computed only when asked for.
+    async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        profiles::count(&ApiContext::of(ctx).db.read, &self.filter)
+            .await
+            .gql()
+    }
+}
+
+#[derive(Default)]
+pub struct ProfileQuery;
+
+#[Object]
+impl ProfileQuery {
+    /// One profile by id.
+    async fn profile(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The profile's id.")] id: ID,
+    ) -> Result<Option<Profile>> {
+        let db = &ApiContext::of(ctx).db;
+        let found = profiles::by_id(&db.read, &id).await.gql()?;
+        Ok(found.map(Profile))
+    }
+
+    /// One profile by EIN (`12-3456789` or `123456789`).
+    async fn profile_by_ein(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The EIN, with or without dash.")] ein: String,
+    ) -> Result<Option<Profile>> {
+        let ein = Ein::parse(&ein).gql()?;
+        let db = &ApiContext::of(ctx).db;
+        let found = profiles::by_ein(&db.read, &ein.into_inner()).await.gql()?;
+        Ok(found.map(Profile))
+    }
+
+    /// Profiles, newest change first unless ordered otherwise; archived ones
+    /// only when the filter asks for them. Relay cursor pagination.
+    #[graphql(complexity = "first.or(last).unwrap_or(100).max(1) as usize * child_complexity")]
+    async fn profiles(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only the profiles that match.")] filter: Option<ProfileFilterInput>,
+        #[graphql(desc = "Sort keys, most significant first; default: updatedAt, newest first.")]
+        order_by: Option<Vec<ProfileOrder>>,
+        #[graphql(desc = "Page size from the start (or after `after`).")] first: Option<i32>,
+        #[graphql(desc = "Start after this cursor.")] after: Option<String>,
+        #[graphql(desc = "Page size from the end (or before `before`).")] last: Option<i32>,
+        #[graphql(desc = "End before this cursor.")] before: Option<String>,
+    ) -> Result<ProfileConnection> {
+        let api = ApiContext::of(ctx);
+        let filter = ProfileFilterInput::parse(filter).gql()?;
+        let order = ProfileOrder::parse(order_by);
+        let request = api.page(first, after, last, before).gql()?;
+        let keys = profiles::sort_keys(&order);
+        let fetched = profiles::page(&api.db.read, &filter, &keys, &request)
+            .await
+            .gql()?;
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let counts = if order
+            .iter()
+            .any(|(f, _)| *f == ProfileOrderField::OpportunitiesCount)
+        {
+            page_counts(ctx, loaders, &fetched.rows).await?
+        } else {
+            HashMap::new()
+        };
+        // Nested `opportunity { profile }` fields find these without a query.
+        loaders
+            .profiles
+            .feed_many(fetched.rows.iter().map(|p| (p.id.clone(), p.clone())))
+            .await;
+        let ids: Vec<String> = fetched.rows.iter().map(|p| p.id.clone()).collect();
+        prefetch_nested(ctx, loaders, &ids).await?;
+        Ok(ProfileConnection::new(
+            fetched, &keys, &request, &counts, filter,
+        ))
+    }
+}
+
+/// Unfiltered opportunity counts of a page's profiles (their cursors need
+/// them when the list is sorted by count), fed to the count loader so that
+/// `opportunitiesCount` costs nothing more.
+async fn page_counts(
+    ctx: &Context<'_>,
+    loaders: &Loaders,
+    rows: &[profile::Model],
+) -> Result<HashMap<String, u64>> {
+    let ids: Vec<String> = rows.iter().map(|p| p.id.clone()).collect();
+    let counts = opportunities::counts_by_profile(
+        &ApiContext::of(ctx).db.read,
+        &ids,
+        &OpportunityFilter::default(),
+    )
+    .await
+    .gql()?;
+    let all = Arc::new(OpportunityFilter::default());
+    loaders
+        .counts
+        .feed_many(counts.iter().map(|(id, n)| {
+            (
+                CountKey {
+                    profile_id: id.clone(),
+                    filter: all.clone(),
+                },
+                *n,
+            )
+        }))
+        .await;
+    Ok(counts)
+}
+
+impl ProfileConnection {
+    fn new(
+        fetched: page::Fetched<profile::Model>,
+        keys: &[SortKey],
+        request: &PageRequest,
+        counts: &HashMap<String, u64>,
+        filter: ProfileFilter,
+    ) -> Self {
+        let edges: Vec<ProfileEdge> = fetched
+            .rows
+            .into_iter()
+            .map(|p| ProfileEdge {
+                cursor: page::encode_cursor(keys, profiles::sort_values(&p, keys, counts)),
+                node: Profile(p),
+            })
+            .collect();
+        let cursors: Vec<String> = edges.iter().map(|e| e.cursor.clone()).collect();
+        Self {
+            page_info: PageInfo::new(
+                &cursors,
+                request.backward,
+                fetched.has_more,
+                request.cursor.is_some(),
+            ),
+            edges,
+            filter,
+        }
+    }
+}
+
+/// Fields of a new profile.
+#[derive(InputObject)]
+pub struct CreateProfileInput {
+    /// Organisation name (required, at most 300 characters).
+    name: String,
+    /// Kind of organisation; default NONPROFIT.
+    organization_type: Option<OrganizationType>,
+    /// EIN, `12-3456789` or `123456789`; unique.
+    ein: Option<String>,
+    /// Mission statement.
+    mission_statement: Option<String>,
+    /// Status; default ACTIVE.
+    status: Option<ProfileStatus>,
+    /// Free-text keywords.
+    keywords: Option<String>,
+    /// Areas of work.
+    focus_areas: Option<Vec<String>>,
+    /// NTEE codes, e.g. `B20`.
+    ntee_codes: Option<Vec<String>>,
+    /// City.
+    city: Option<String>,
+    /// Two-letter US state code.
+    state: Option<String>,
+    /// Annual revenue in whole dollars.
+    annual_revenue: Option<i64>,
+    /// Website.
+    website_url: Option<String>,
+    /// When opportunities were last searched for.
+    last_discovery_date: Option<DateTime<Utc>>,
+}
+
+const MAX_NAME: usize = 300;
+const MAX_TEXT: usize = 10_000;
+
+fn optional_text(field: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| parse_text(field, &v, max))
+        .transpose()
+}
+
+fn string_list(field: &str, values: Vec<String>) -> AppResult<StringList> {
+    if values.len() > 100 {
+        return Err(AppError::bad_input(format!(
+            "{field} holds more than 100 items"
+        )));
+    }
+    let items = values
+        .iter()
+        .map(|v| parse_text(field, v, MAX_NAME))
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(StringList(items))
+}
+
+fn ntee_list(values: Vec<String>) -> AppResult<StringList> {
+    Ok(StringList(
+        values
+            .iter()
+            .map(|v| NteeCode::parse(v).map(NteeCode::into_inner))
+            .collect::<AppResult<_>>()?,
+    ))
+}
+
+impl CreateProfileInput {
+    fn into_model(self) -> AppResult<profile::Model> {
+        let now = now();
+        Ok(profile::Model {
+            id: new_id("profile_", &mut rand::rng()),
+            name: parse_text("name", &self.name, MAX_NAME)?,
+            organization_type: self
+                .organization_type
+                .unwrap_or(OrganizationType::Nonprofit)
+                .as_str()
+                .to_owned(),
+            ein: self
+                .ein
+                .map(|e| Ein::parse(&e).map(Ein::into_inner))
+                .transpose()?,
+            mission_statement: optional_text("missionStatement", self.mission_statement, MAX_TEXT)?,
+            status: self
+                .status
+                .unwrap_or(ProfileStatus::Active)
+                .as_str()
+                .to_owned(),
+            keywords: optional_text("keywords", self.keywords, MAX_TEXT)?,
+            focus_areas: string_list("focusAreas", self.focus_areas.unwrap_or_default())?,
+            ntee_codes: ntee_list(self.ntee_codes.unwrap_or_default())?,
+            city: optional_text("city", self.city, MAX_NAME)?,
+            state: self
+                .state
+                .map(|s| StateCode::parse(&s).map(StateCode::into_inner))
+                .transpose()?,
+            annual_revenue: self
+                .annual_revenue
+                .map(|v| parse_amount("annualRevenue", v))
+                .transpose()?,
+            website_url: optional_text("websiteUrl", self.website_url, MAX_NAME)?,
+            last_discovery_date: self.last_discovery_date,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+/// Changes to a profile: omitted fields stay as they are; `null` clears a nullable field.
+#[derive(InputObject)]
+pub struct UpdateProfileInput {
+    /// Organisation name.
+    name: Option<String>,
+    /// Kind of organisation.
+    organization_type: Option<OrganizationType>,
+    /// EIN, `12-3456789` or `123456789`; unique.
+    ein: MaybeUndefined<String>,
+    /// Mission statement.
+    mission_statement: MaybeUndefined<String>,
+    /// Status.
+    status: Option<ProfileStatus>,
+    /// Free-text keywords.
+    keywords: MaybeUndefined<String>,
+    /// Areas of work (replaces the list).
+    focus_areas: Option<Vec<String>>,
+    /// NTEE codes (replaces the list).
+    ntee_codes: Option<Vec<String>>,
+    /// City.
+    city: MaybeUndefined<String>,
+    /// Two-letter US state code.
+    state: MaybeUndefined<String>,
+    /// Annual revenue in whole dollars.
+    annual_revenue: MaybeUndefined<i64>,
+    /// Website.
+    website_url: MaybeUndefined<String>,
+    /// When opportunities were last searched for.
+    last_discovery_date: MaybeUndefined<DateTime<Utc>>,
+}
+
+/// Applies a nullable change: undefined keeps, null clears, a value is parsed.
+pub fn apply<T, U>(
+    slot: &mut Option<U>,
+    change: MaybeUndefined<T>,
+    parse: impl FnOnce(T) -> AppResult<U>,
+) -> AppResult<()> {
+    match change {
+        MaybeUndefined::Undefined => {}
+        MaybeUndefined::Null => *slot = None,
+        MaybeUndefined::Value(v) => *slot = Some(parse(v)?),
+    }
+    Ok(())
+}
+
+impl UpdateProfileInput {
+    fn apply_to(self, p: &mut profile::Model) -> AppResult<()> {
+        if let Some(name) = self.name {
+            p.name = parse_text("name", &name, MAX_NAME)?;
+        }
+        if let Some(t) = self.organization_type {
+            p.organization_type = t.as_str().to_owned();
+        }
+        apply(&mut p.ein, self.ein, |e| {
+            Ein::parse(&e).map(Ein::into_inner)
+        })?;
+        apply(&mut p.mission_statement, self.mission_statement, |v| {
+            parse_text("missionStatement", &v, MAX_TEXT)
+        })?;
+        if let Some(s) = self.status {
+            p.status = s.as_str().to_owned();
+        }
+        apply(&mut p.keywords, self.keywords, |v| {
+            parse_text("keywords", &v, MAX_TEXT)
+        })?;
+        if let Some(v) = self.focus_areas {
+            p.focus_areas = string_list("focusAreas", v)?;
+        }
+        if let Some(v) = self.ntee_codes {
+            p.ntee_codes = ntee_list(v)?;
+        }
+        apply(&mut p.city, self.city, |v| parse_text("city", &v, MAX_NAME))?;
+        apply(&mut p.state, self.state, |v| {
+            StateCode::parse(&v).map(StateCode::into_inner)
+        })?;
+        apply(&mut p.annual_revenue, self.annual_revenue, |v| {
+            parse_amount("annualRevenue", v)
+        })?;
+        apply(&mut p.website_url, self.website_url, |v| {
+            parse_text("websiteUrl", &v, MAX_NAME)
+        })?;
+        apply(&mut p.last_discovery_date, self.last_discovery_date, Ok)?;
+        p.updated_at = now();
+        Ok(())
+    }
+}
+
+/// Validates every item of a batch, naming the index of each bad one.
+pub fn parse_batch<I, T>(inputs: Vec<I>, parse: impl Fn(I) -> AppResult<T>) -> AppResult<Vec<T>> {
+    if inputs.is_empty() || inputs.len() > MAX_BATCH {
+        return Err(AppError::bad_input(format!(
+            "inputs must hold 1 to {MAX_BATCH} items, got {}",
+            inputs.len()
+        )));
+    }
+    let mut ok = Vec::with_capacity(inputs.len());
+    let mut errors = Vec::new();
+    for (index, input) in inputs.into_iter().enumerate() {
+        match parse(input) {
+            Ok(v) => ok.push(v),
+            Err(AppError::Internal(e)) => return Err(AppError::Internal(e)),
+            Err(e) => errors.push(e.context(format!("inputs[{index}]")).to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ok)
+    } else {
+        Err(AppError::bad_input(errors.join("; ")))
+    }
+}
+
+#[derive(Default)]
+pub struct ProfileMutation;
+
+#[Object]
+impl ProfileMutation {
+    /// Creates a profile. A duplicate EIN is a CONFLICT.
+    async fn create_profile(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new profile's fields.")] input: CreateProfileInput,
+    ) -> Result<Profile> {
+        let model = input.into_model().gql()?;
+        let db = &ApiContext::of(ctx).db;
+        let saved = profiles::insert(&db.write, model).await.gql()?;
+        Ok(Profile(saved))
+    }
+
+    /// Creates many profiles in one transaction: all of them or none. Errors
+    /// name the index of each bad item.
+    async fn create_profiles(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new profiles (1 to 1000).")] inputs: Vec<CreateProfileInput>,
+    ) -> Result<Vec<Profile>> {
+        let models = parse_batch(inputs, CreateProfileInput::into_model).gql()?;
+        let db = &ApiContext::of(ctx).db;
+        check_unique_eins(db, &models).await.gql()?;
+        let txn = db.write.begin().await.gql()?;
+        bulk::insert_many::<profile::Entity, _>(&txn, &models)
+            .await
+            .gql()?;
+        txn.commit().await.gql()?;
+        Ok(models.into_iter().map(Profile).collect())
+    }
+
+    /// Changes a profile's fields.
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The profile's id.")] id: ID,
+        #[graphql(desc = "The fields to change.")] input: UpdateProfileInput,
+    ) -> Result<Profile> {
+        let db = &ApiContext::of(ctx).db;
+        let txn = db.write.begin().await.gql()?;
+        let mut model = profiles::by_id(&txn, &id)
+            .await
+            .gql()?
+            .ok_or_else(|| AppError::not_found("profile", &id).extend())?;
+        input.apply_to(&mut model).gql()?;
+        let saved = profiles::update(&txn, model).await.gql()?;
+        txn.commit().await.gql()?;
+        Ok(Profile(saved))
+    }
+
+    /// Deletes a profile and its opportunities; returns the deleted id.
+    async fn delete_profile(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The profile's id.")] id: ID,
+    ) -> Result<ID> {
+        let db = &ApiContext::of(ctx).db;
+        if profiles::delete(&db.write, &id).await.gql()? {
+            Ok(id)
+        } else {
+            Err(AppError::not_found("profile", &id).extend())
+        }
+    }
+}
+
+/// Refuses a batch whose EINs repeat within it or exist already, naming the items.
+async fn check_unique_eins(db: &crate::db::Db, models: &[profile::Model]) -> AppResult<()> {
+    let mut seen = HashMap::new();
+    let mut errors = Vec::new();
+    for (index, m) in models.iter().enumerate() {
+        if let Some(ein) = &m.ein
+            && let Some(first) = seen.insert(ein.clone(), index)
+        {
+            errors.push(format!(
+                "inputs[{index}]: EIN {ein} repeats inputs[{first}]"
+            ));
+        }
+    }
+    let eins: Vec<String> = seen.keys().cloned().collect();
+    let taken = profiles::existing_eins(&db.read, &eins).await?;
+    for (index, m) in models.iter().enumerate() {
+        if m.ein.as_ref().is_some_and(|e| taken.contains(e)) {
+            errors.push(format!(
+                "inputs[{index}]: a profile with EIN {} already exists",
+                m.ein.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Conflict(errors.join("; ")))
+    }
+}

@@ -1,0 +1,45 @@
+//! Builds `AppSchema` from the per-type roots.
+
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+use super::ApiContext;
+use super::limits::RequestLimits;
+use super::opportunity::{OpportunityMutation, OpportunityQuery};
+use super::profile::{ProfileMutation, ProfileQuery};
+use crate::config::ApiConfig;
+
+/// Every query of the API: profiles and opportunities, one by one or as Relay connections.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(ProfileQuery, OpportunityQuery);
+
+/// Every mutation of the API: create, change and delete profiles and opportunities.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(ProfileMutation, OpportunityMutation);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// The schema with its limits; `context` is absent only when printing the SDL.
+pub fn build(config: &ApiConfig, context: Option<ApiContext>) -> AppSchema {
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(config.max_depth)
+    .limit_complexity(config.max_complexity)
+    .extension(RequestLimits {
+        max_root_fields: config.max_root_fields,
+    });
+    if config.disable_introspection {
+        builder = builder.disable_introspection();
+    }
+    if let Some(context) = context {
+        builder = builder.data(context);
+    }
+    builder.finish()
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    build(&ApiConfig::default(), None).sdl()
+}

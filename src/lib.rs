@@ -1,0 +1,68 @@
+//! Catalynx API: a GraphQL server for grant-research data.
+//!
+//! # Layout
+//! - [`config`]: the clap configuration; every flag has an environment variable.
+//! - [`db`]: SQLite (default) and PostgreSQL pools, tuning, migrations, statement counter.
+//! - [`domain`]: validated domain values (EIN, state, NTEE code, ...) and enumerations.
+//! - [`error`]: the one `AppError` enum and the GraphQL error code of each variant.
+//! - [`store`]: database access as plain `async fn`s (queries, keyset pages, bulk inserts).
+//! - [`seed`]: deterministic demo data.
+//! - [`graphql`]: the schema: one module per type, DataLoaders, limits.
+//! - [`server`]: the axum router, request handling and graceful shutdown.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod seed;
+pub mod server;
+pub mod store;
+
+use config::{Cli, Command, ServeConfig};
+use db::Db;
+
+/// Runs one CLI command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Serve(ServeConfig::default()));
+    match command {
+        Command::Schema => {
+            print!("{}", server::sdl());
+            Ok(())
+        }
+        Command::Migrate => {
+            let db = Db::connect(&cli.db).await?;
+            db.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Seed(config) => {
+            let db = Db::connect(&cli.db).await?;
+            db.migrate().await?;
+            let plan = seed::SeedPlan {
+                profiles: config.profiles,
+                opportunities_per_profile: config.opportunities_per_profile,
+                seed: config.seed,
+            };
+            let report = seed::seed(&db, plan, !config.quiet).await?;
+            tracing::info!(
+                profiles = report.profiles,
+                opportunities = report.opportunities,
+                seconds = format!("{:.2}", report.seconds),
+                rows_per_second = format!("{:.0}", report.rows_per_second()),
+                "seeded"
+            );
+            Ok(())
+        }
+        Command::Serve(config) => {
+            let db = Db::connect(&cli.db).await?;
+            db.migrate().await?;
+            if config.demo && seed::seed_demo_if_empty(&db).await? {
+                tracing::info!("empty database: demo data seeded");
+            }
+            server::serve(db, config).await
+        }
+    }
+}

@@ -1,0 +1,24 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CATALYNX_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = catalynx::config::Cli::parse();
+    match catalynx::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line naming the setting and the cause; no backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

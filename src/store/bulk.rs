@@ -1,0 +1,99 @@
+//! Multi-row inserts for any entity, chunked below the database's
+//! bind-parameter limit.
+//!
+//! The SQL text depends only on the row count, so every full chunk sends the
+//! same statement and the driver reuses its prepared form.
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait, IdenStatic, Iterable,
+    ModelTrait, Statement,
+};
+
+/// Bind parameters one statement may carry.
+fn parameter_limit(backend: DatabaseBackend) -> usize {
+    match backend {
+        DatabaseBackend::Sqlite => 32_766,
+        _ => 65_535,
+    }
+}
+
+/// Rows per statement at most: beyond this, bigger statements stop paying off.
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+
+/// Inserts `models` with as few statements as the parameter limit allows.
+pub async fn insert_many<E, C>(conn: &C, models: &[E::Model]) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
+    let backend = conn.get_database_backend();
+    let columns: Vec<E::Column> = E::Column::iter().collect();
+    let rows_per_statement = (parameter_limit(backend) / columns.len()).min(MAX_ROWS_PER_STATEMENT);
+    let mut cached: Option<(usize, String)> = None;
+    for chunk in models.chunks(rows_per_statement) {
+        let sql = match &cached {
+            Some((rows, sql)) if *rows == chunk.len() => sql.clone(),
+            _ => {
+                let sql = insert_sql::<E>(backend, &columns, chunk.len());
+                cached = Some((chunk.len(), sql.clone()));
+                sql
+            }
+        };
+        let values = chunk
+            .iter()
+            .flat_map(|model| columns.iter().map(move |c| model.get(*c)))
+            .collect::<Vec<_>>();
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
+fn insert_sql<E: EntityTrait>(
+    backend: DatabaseBackend,
+    columns: &[E::Column],
+    rows: usize,
+) -> String {
+    // Both databases quote identifiers with double quotes; names are static.
+    let quote = |name: &str| format!("\"{name}\"");
+    let names: Vec<String> = columns.iter().map(|c| quote(c.as_str())).collect();
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        quote(E::default().table_name()),
+        names.join(", ")
+    );
+    let width = columns.len();
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for (col, column) in columns.iter().enumerate() {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                DatabaseBackend::Postgres => {
+                    let n = row * width + col + 1;
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                    if let Some(cast) = postgres_cast::<E>(column) {
+                        sql.push_str(cast);
+                    }
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// JSON values bind as text-typed JSON on PostgreSQL; name the column type.
+fn postgres_cast<E: EntityTrait>(column: &E::Column) -> Option<&'static str> {
+    match column.def().get_column_type() {
+        sea_orm::ColumnType::JsonBinary => Some("::jsonb"),
+        sea_orm::ColumnType::Json => Some("::json"),
+        _ => None,
+    }
+}

@@ -1,0 +1,51 @@
+//! Database access as plain `async fn`s over a connection, usable without GraphQL.
+
+pub mod bulk;
+pub mod opportunities;
+pub mod page;
+pub mod profiles;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use rand::Rng;
+use sea_orm::DatabaseBackend;
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, PgFunc, SimpleExpr};
+
+/// Ids per `IN (...)` list on SQLite, well below its 32,766 bind parameters
+/// (PostgreSQL gets one array parameter whatever the count).
+pub const IDS_PER_STATEMENT: usize = 10_000;
+
+/// The current time at the precision both databases keep (microseconds), so
+/// a value read back equals the value written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A new id: `prefix` + 12 lowercase hex chars (48 random bits).
+pub fn new_id(prefix: &str, rng: &mut impl Rng) -> String {
+    format!("{prefix}{:012x}", rng.random::<u64>() >> 16)
+}
+
+/// `expr IN (ids)`; on PostgreSQL `expr = ANY($1)` with one array parameter,
+/// so the statement text does not change with the number of ids.
+pub fn in_ids(backend: DatabaseBackend, expr: impl Into<SimpleExpr>, ids: &[String]) -> SimpleExpr {
+    let expr: SimpleExpr = expr.into();
+    match backend {
+        DatabaseBackend::Postgres => expr.eq(PgFunc::any(Expr::val(ids.to_vec()))),
+        _ => expr.is_in(ids.iter().cloned()),
+    }
+}
+
+/// A case-insensitive "contains" pattern for `LOWER(column) LIKE`, with the
+/// user's `%`, `_` and `\` taken literally.
+pub fn like_pattern(text: &str) -> LikeExpr {
+    let mut escaped = String::with_capacity(text.len() + 2);
+    escaped.push('%');
+    for c in text.trim().to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    LikeExpr::new(escaped).escape('\\')
+}

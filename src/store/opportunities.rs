@@ -1,0 +1,411 @@
+//! Opportunity queries: filtered keyset pages, per-profile pages and counts
+//! batched across many profiles, lookups, writes.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use async_graphql::Enum;
+use chrono::NaiveDate;
+use entity::opportunity;
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
+    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait,
+    Statement, Value,
+};
+use serde::Serialize;
+
+use crate::domain::{DbEnum, FundingSource, Priority, Stage};
+use crate::error::AppError;
+use crate::store::page::{self, Fetched, PageRequest, SortKey, SortKind, SortValue};
+use crate::store::{IDS_PER_STATEMENT, in_ids, like_pattern};
+
+/// A score bound in 0..=1; compared and hashed by its bits so filters can be map keys.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ScoreBound(pub f64);
+
+impl Eq for ScoreBound {}
+
+impl Hash for ScoreBound {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// A validated opportunity filter; the empty filter matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct OpportunityFilter {
+    pub profile_ids: Vec<String>,
+    pub stages: Vec<Stage>,
+    pub priorities: Vec<Priority>,
+    pub sources: Vec<FundingSource>,
+    pub score_min: Option<ScoreBound>,
+    pub score_max: Option<ScoreBound>,
+    /// Deadline window, inclusive ("closing within N days" resolves to one).
+    pub close_date_from: Option<NaiveDate>,
+    pub close_date_to: Option<NaiveDate>,
+    /// Award range that an opportunity's floor..ceiling must overlap.
+    pub award_min: Option<i64>,
+    pub award_max: Option<i64>,
+    pub rating_min: Option<i16>,
+    pub rating_max: Option<i16>,
+    /// Case-insensitive text matched in funder name, notes and tags.
+    pub search: Option<String>,
+}
+
+impl OpportunityFilter {
+    pub fn condition(&self, backend: DatabaseBackend) -> Condition {
+        use opportunity::Column as C;
+        let mut cond = Condition::all();
+        if !self.profile_ids.is_empty() {
+            cond = cond.add(in_ids(
+                backend,
+                Expr::col((opportunity::Entity, C::ProfileId)),
+                &self.profile_ids,
+            ));
+        }
+        if !self.stages.is_empty() {
+            cond = cond.add(C::CurrentStage.is_in(self.stages.iter().map(|s| s.as_str())));
+        }
+        if !self.priorities.is_empty() {
+            cond = cond.add(C::PriorityLevel.is_in(self.priorities.iter().map(|s| s.as_str())));
+        }
+        if !self.sources.is_empty() {
+            cond = cond.add(C::Source.is_in(self.sources.iter().map(|s| s.as_str())));
+        }
+        if let Some(min) = self.score_min {
+            cond = cond.add(C::OverallScore.gte(min.0));
+        }
+        if let Some(max) = self.score_max {
+            cond = cond.add(C::OverallScore.lte(max.0));
+        }
+        if let Some(from) = self.close_date_from {
+            cond = cond.add(C::CloseDate.gte(from));
+        }
+        if let Some(to) = self.close_date_to {
+            cond = cond.add(C::CloseDate.lte(to));
+        }
+        // Overlap of [floor, ceiling] with [min, max]; a missing end takes the other's value.
+        let floor = || Expr::col(C::AwardFloor).if_null(Expr::col(C::AwardCeiling));
+        let ceiling = || Expr::col(C::AwardCeiling).if_null(Expr::col(C::AwardFloor));
+        if let Some(min) = self.award_min {
+            cond = cond.add(ceiling().gte(min));
+        }
+        if let Some(max) = self.award_max {
+            cond = cond.add(floor().lte(max));
+        }
+        if let Some(min) = self.rating_min {
+            cond = cond.add(C::UserRating.gte(min));
+        }
+        if let Some(max) = self.rating_max {
+            cond = cond.add(C::UserRating.lte(max));
+        }
+        if let Some(search) = &self.search {
+            let pattern = like_pattern(search);
+            let lower = |e: SimpleExpr| Func::lower(e);
+            cond = cond.add(
+                Condition::any()
+                    .add(
+                        lower(Expr::col((opportunity::Entity, C::OrganizationName)))
+                            .like(pattern.clone()),
+                    )
+                    .add(lower(Expr::col((opportunity::Entity, C::Notes))).like(pattern.clone()))
+                    .add(
+                        lower(Expr::col((opportunity::Entity, C::Tags)).cast_as("TEXT"))
+                            .like(pattern),
+                    ),
+            );
+        }
+        cond
+    }
+}
+
+/// What opportunity lists can be sorted by.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum OpportunityOrderField {
+    /// Overall score, highest first by default (the default order).
+    OverallScore,
+    /// Application deadline, soonest first by default; those without one come last.
+    CloseDate,
+    /// When the opportunity was found, newest first by default.
+    DiscoveryDate,
+    /// Largest possible award, largest first by default; those without one come last.
+    AwardCeiling,
+    /// Funder name, A to Z by default.
+    OrganizationName,
+}
+
+impl OpportunityOrderField {
+    pub fn descending_by_default(self) -> bool {
+        matches!(
+            self,
+            Self::OverallScore | Self::DiscoveryDate | Self::AwardCeiling
+        )
+    }
+}
+
+const LAST_DATE: &str = "9999-12-31";
+const FIRST_DATE: &str = "0001-01-01";
+
+fn date_sentinel(descending: bool) -> NaiveDate {
+    (if descending { FIRST_DATE } else { LAST_DATE })
+        .parse()
+        .expect("valid date")
+}
+
+/// The sort keys for an ordering, closed by `id`.
+pub fn sort_keys(order: &[(OpportunityOrderField, bool)]) -> Vec<SortKey> {
+    use opportunity::Column as C;
+    let col = |c: C| -> SimpleExpr { Expr::col((opportunity::Entity, c)) };
+    let mut keys: Vec<SortKey> = order
+        .iter()
+        .map(|&(field, descending)| {
+            let (name, expr, kind) = match field {
+                OpportunityOrderField::OverallScore => {
+                    ("overall_score", col(C::OverallScore), SortKind::Float)
+                }
+                OpportunityOrderField::CloseDate => (
+                    "close_date",
+                    col(C::CloseDate).if_null(date_sentinel(descending)),
+                    SortKind::Date,
+                ),
+                OpportunityOrderField::DiscoveryDate => {
+                    ("discovery_date", col(C::DiscoveryDate), SortKind::Time)
+                }
+                OpportunityOrderField::AwardCeiling => (
+                    "award_ceiling",
+                    col(C::AwardCeiling).if_null(if descending { -1 } else { i64::MAX }),
+                    SortKind::Int,
+                ),
+                OpportunityOrderField::OrganizationName => (
+                    "organization_name",
+                    col(C::OrganizationName),
+                    SortKind::Text,
+                ),
+            };
+            SortKey {
+                name,
+                expr,
+                kind,
+                descending,
+            }
+        })
+        .collect();
+    keys.push(SortKey {
+        name: "id",
+        expr: col(C::Id),
+        kind: SortKind::Text,
+        descending: false,
+    });
+    keys
+}
+
+/// The cursor values of `model` under `keys`.
+pub fn sort_values(model: &opportunity::Model, keys: &[SortKey]) -> Vec<SortValue> {
+    keys.iter()
+        .map(|key| match key.name {
+            "overall_score" => SortValue::Float(model.overall_score),
+            "close_date" => SortValue::date(
+                &model
+                    .close_date
+                    .unwrap_or_else(|| date_sentinel(key.descending)),
+            ),
+            "discovery_date" => SortValue::time(&model.discovery_date),
+            "award_ceiling" => SortValue::Int(model.award_ceiling.unwrap_or(if key.descending {
+                -1
+            } else {
+                i64::MAX
+            })),
+            "organization_name" => SortValue::Text(model.organization_name.clone()),
+            _ => SortValue::Text(model.id.clone()),
+        })
+        .collect()
+}
+
+fn page_query(
+    backend: DatabaseBackend,
+    filter: &OpportunityFilter,
+    keys: &[SortKey],
+    request: &PageRequest,
+) -> Result<sea_orm::Select<opportunity::Entity>, AppError> {
+    let mut query = opportunity::Entity::find().filter(filter.condition(backend));
+    if let Some(cursor) = &request.cursor {
+        let values = page::decode_cursor(keys, cursor)?;
+        query = query.filter(page::after_condition(keys, &values, request.backward));
+    }
+    Ok(page::order_by(query, keys, request.backward).limit(request.limit + 1))
+}
+
+/// One page of opportunities.
+// SELECT ... FROM opportunities WHERE <filter> [AND <after cursor>] ORDER BY <keys>, id LIMIT n + 1
+pub async fn page(
+    conn: &impl ConnectionTrait,
+    filter: &OpportunityFilter,
+    keys: &[SortKey],
+    request: &PageRequest,
+) -> Result<Fetched<opportunity::Model>, AppError> {
+    let query = page_query(conn.get_database_backend(), filter, keys, request)?;
+    Ok(Fetched::new(query.all(conn).await?, request))
+}
+
+/// Opportunities matching `filter`.
+pub async fn count(conn: &impl ConnectionTrait, filter: &OpportunityFilter) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    opportunity::Entity::find()
+        .filter(filter.condition(backend))
+        .count(conn)
+        .await
+}
+
+/// Per-profile counts for many profiles in one statement; every id gets an answer.
+// SELECT profile_id, COUNT(*) FROM opportunities
+// WHERE profile_id IN (...) AND <filter> GROUP BY profile_id
+pub async fn counts_by_profile(
+    conn: &impl ConnectionTrait,
+    profile_ids: &[String],
+    filter: &OpportunityFilter,
+) -> Result<HashMap<String, u64>, DbErr> {
+    let backend = conn.get_database_backend();
+    let mut counts: HashMap<String, u64> = profile_ids.iter().map(|id| (id.clone(), 0)).collect();
+    for chunk in profile_ids.chunks(IDS_PER_STATEMENT) {
+        let rows: Vec<(String, i64)> = opportunity::Entity::find()
+            .select_only()
+            .column(opportunity::Column::ProfileId)
+            .column_as(Expr::col(opportunity::Column::Id).count(), "n")
+            .filter(filter.condition(backend))
+            .filter(in_ids(
+                backend,
+                Expr::col((opportunity::Entity, opportunity::Column::ProfileId)),
+                chunk,
+            ))
+            .group_by(opportunity::Column::ProfileId)
+            .into_tuple()
+            .all(conn)
+            .await?;
+        for (id, n) in rows {
+            counts.insert(id, n as u64);
+        }
+    }
+    Ok(counts)
+}
+
+/// SQLite refuses compound SELECTs of more than 500 parts.
+const SQLITE_ARMS_PER_STATEMENT: usize = 500;
+/// Stands in for the profile id while one arm's SQL is built, then is
+/// replaced by each real id; ids are never this string.
+const PROFILE_PLACEHOLDER: &str = "\u{0}profile";
+
+/// The first page of opportunities of each profile, for many profiles in
+/// one statement. Every id gets an answer (possibly an empty page).
+///
+/// SQLite: `SELECT * FROM (<page of p1>) UNION ALL SELECT * FROM (<page of p2>) ...`,
+/// each arm walking the `(profile_id, <sort>, id)` index and stopping at its
+/// LIMIT; this is about 5x faster than ROW_NUMBER() over all their rows.
+/// PostgreSQL: `SELECT o.* FROM unnest($n::text[]) p(pid) CROSS JOIN LATERAL (<page of p.pid>) o`,
+/// one array parameter whatever the count.
+pub async fn pages_by_profile(
+    conn: &impl ConnectionTrait,
+    profile_ids: &[String],
+    filter: &OpportunityFilter,
+    keys: &[SortKey],
+    request: &PageRequest,
+) -> Result<HashMap<String, Fetched<opportunity::Model>>, AppError> {
+    let backend = conn.get_database_backend();
+    let mut grouped: HashMap<String, Vec<opportunity::Model>> = profile_ids
+        .iter()
+        .map(|id| (id.clone(), Vec::new()))
+        .collect();
+    let rows = match backend {
+        DatabaseBackend::Postgres => {
+            let inner = page_query(backend, filter, keys, request)?
+                .filter(Expr::cust(r#""opportunities"."profile_id" = "p"."pid""#))
+                .build(backend);
+            let mut values = inner.values.map(|v| v.0).unwrap_or_default();
+            values.push(Value::from(profile_ids.to_vec()));
+            // A LATERAL subquery with LIMIT runs as a nested loop, which keeps
+            // each profile's rows in the subquery's order.
+            let sql = format!(
+                r#"SELECT "o".* FROM unnest(${}::text[]) AS "p"("pid") CROSS JOIN LATERAL ({}) AS "o""#,
+                values.len(),
+                inner.sql
+            );
+            opportunity::Model::find_by_statement(Statement::from_sql_and_values(
+                backend, sql, values,
+            ))
+            .all(conn)
+            .await?
+        }
+        _ => {
+            let arm = page_query(backend, filter, keys, request)?
+                .filter(opportunity::Column::ProfileId.eq(PROFILE_PLACEHOLDER))
+                .build(backend);
+            let arm_values = arm.values.map(|v| v.0).unwrap_or_default();
+            let slot = arm_values
+                .iter()
+                .position(|v| matches!(v, Value::String(Some(s)) if s == PROFILE_PLACEHOLDER))
+                .expect("the placeholder is bound");
+            let mut rows = Vec::new();
+            for chunk in profile_ids.chunks(SQLITE_ARMS_PER_STATEMENT) {
+                let sql =
+                    vec![format!("SELECT * FROM ({})", arm.sql); chunk.len()].join(" UNION ALL ");
+                let mut values = Vec::with_capacity(arm_values.len() * chunk.len());
+                for id in chunk {
+                    let mut own = arm_values.clone();
+                    own[slot] = Value::String(Some(id.clone()));
+                    values.extend(own);
+                }
+                rows.extend(
+                    opportunity::Model::find_by_statement(Statement::from_sql_and_values(
+                        backend, sql, values,
+                    ))
+                    .all(conn)
+                    .await?,
+                );
+            }
+            rows
+        }
+    };
+    for row in rows {
+        if let Some(group) = grouped.get_mut(&row.profile_id) {
+            group.push(row);
+        }
+    }
+    Ok(grouped
+        .into_iter()
+        .map(|(id, rows)| (id, Fetched::new(rows, request)))
+        .collect())
+}
+
+pub async fn by_id(
+    conn: &impl ConnectionTrait,
+    id: &str,
+) -> Result<Option<opportunity::Model>, DbErr> {
+    opportunity::Entity::find_by_id(id).one(conn).await
+}
+
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    model: opportunity::Model,
+) -> Result<opportunity::Model, DbErr> {
+    opportunity::Entity::insert(model.clone().into_active_model())
+        .exec_without_returning(conn)
+        .await?;
+    Ok(model)
+}
+
+/// Writes every column of `model` over the stored row.
+pub async fn update(
+    conn: &impl ConnectionTrait,
+    model: opportunity::Model,
+) -> Result<opportunity::Model, DbErr> {
+    model.into_active_model().reset_all().update(conn).await
+}
+
+/// Deletes an opportunity; false when there was none.
+pub async fn delete(conn: &impl ConnectionTrait, id: &str) -> Result<bool, DbErr> {
+    Ok(opportunity::Entity::delete_by_id(id)
+        .exec(conn)
+        .await?
+        .rows_affected
+        > 0)
+}

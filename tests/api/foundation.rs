@@ -1,0 +1,304 @@
+//! Migrations, foreign keys, SQLite tuning, seeding and CLI configuration errors.
+
+use sea_orm::{ConnectionTrait, Statement};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Backend, TestDb, seed};
+
+async fn migrations_are_idempotent(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    db.migrate().await.expect("second run is a no-op");
+    let applied = db
+        .read
+        .query_one_raw(Statement::from_string(
+            db.backend(),
+            "SELECT COUNT(*) FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(applied, 2);
+    for table in ["profiles", "opportunities"] {
+        db.read
+            .execute_unprepared(&format!("SELECT COUNT(*) FROM {table}"))
+            .await
+            .unwrap_or_else(|e| panic!("{table} missing: {e}"));
+    }
+    test_db.cleanup().await;
+}
+
+#[tokio::test]
+async fn migrations_run_twice_on_sqlite() {
+    migrations_are_idempotent(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn migrations_run_twice_on_postgres() {
+    migrations_are_idempotent(Backend::Postgres).await;
+}
+
+async fn deleting_a_profile_deletes_its_opportunities(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    let now = "'2026-01-01T00:00:00+00:00'";
+    for sql in [
+        format!(
+            "INSERT INTO profiles (id, name, organization_type, status, focus_areas, ntee_codes, created_at, updated_at) VALUES ('p1', 'A', 'nonprofit', 'active', '[]', '[]', {now}, {now})"
+        ),
+        format!(
+            "INSERT INTO profiles (id, name, organization_type, status, focus_areas, ntee_codes, created_at, updated_at) VALUES ('p2', 'B', 'nonprofit', 'active', '[]', '[]', {now}, {now})"
+        ),
+        format!(
+            "INSERT INTO opportunities (id, profile_id, organization_name, current_stage, overall_score, tags, discovery_date, created_at, updated_at) VALUES ('o1', 'p1', 'F', 'discovery', 0.5, '[]', {now}, {now}, {now})"
+        ),
+        format!(
+            "INSERT INTO opportunities (id, profile_id, organization_name, current_stage, overall_score, tags, discovery_date, created_at, updated_at) VALUES ('o2', 'p2', 'F', 'discovery', 0.5, '[]', {now}, {now}, {now})"
+        ),
+    ] {
+        db.write.execute_unprepared(&sql).await.unwrap();
+    }
+    db.write
+        .execute_unprepared("DELETE FROM profiles WHERE id = 'p1'")
+        .await
+        .unwrap();
+    let left = db
+        .read
+        .query_all_raw(Statement::from_string(
+            db.backend(),
+            "SELECT id FROM opportunities",
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<String> = left
+        .iter()
+        .map(|r| r.try_get_by_index(0).unwrap())
+        .collect();
+    assert_eq!(ids, vec!["o2".to_owned()]);
+    // An orphan is refused.
+    let orphan = db
+        .write
+        .execute_unprepared(&format!("INSERT INTO opportunities (id, profile_id, organization_name, current_stage, overall_score, tags, discovery_date, created_at, updated_at) VALUES ('o3', 'nope', 'F', 'discovery', 0.5, '[]', {now}, {now}, {now})"))
+        .await;
+    assert!(orphan.is_err(), "foreign key not enforced");
+    // CHECK constraints hold on both databases.
+    let bad_score = db
+        .write
+        .execute_unprepared(&format!("INSERT INTO opportunities (id, profile_id, organization_name, current_stage, overall_score, tags, discovery_date, created_at, updated_at) VALUES ('o4', 'p2', 'F', 'discovery', 1.5, '[]', {now}, {now}, {now})"))
+        .await;
+    assert!(bad_score.is_err(), "score CHECK not enforced");
+    test_db.cleanup().await;
+}
+
+#[tokio::test]
+async fn foreign_key_cascades_on_sqlite() {
+    deleting_a_profile_deletes_its_opportunities(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn foreign_key_cascades_on_postgres() {
+    deleting_a_profile_deletes_its_opportunities(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pooled_sqlite_connection_is_tuned() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let expected = [
+        ("journal_mode", "wal"),
+        ("synchronous", "1"),
+        ("foreign_keys", "1"),
+        ("busy_timeout", "5000"),
+        ("cache_size", "-65536"),
+        ("temp_store", "2"),
+        ("mmap_size", "268435456"),
+    ];
+    for pool in [
+        db.read.get_sqlite_connection_pool(),
+        db.write.get_sqlite_connection_pool(),
+    ] {
+        // Hold several connections at once so that each is a distinct one.
+        let mut held = Vec::new();
+        for _ in 0..pool.options().get_max_connections().min(6) {
+            held.push(pool.acquire().await.unwrap());
+        }
+        for conn in held.iter_mut() {
+            for (pragma, want) in expected {
+                use sea_orm::sqlx::Row;
+                let sql = sea_orm::sqlx::AssertSqlSafe(format!("PRAGMA {pragma}"));
+                let row = sea_orm::sqlx::query(sql)
+                    .fetch_one(&mut **conn)
+                    .await
+                    .unwrap();
+                let got = row
+                    .try_get::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                    .unwrap();
+                assert_eq!(got, want, "PRAGMA {pragma}");
+            }
+        }
+    }
+}
+
+async fn digest(url: &str) -> String {
+    let db = catalynx::db::Db::connect(&catalynx::config::DbConfig::new(url))
+        .await
+        .unwrap();
+    let mut hasher = Sha256::new();
+    for table in ["profiles", "opportunities"] {
+        let rows = db
+            .read
+            .query_all_raw(Statement::from_string(
+                db.backend(),
+                format!("SELECT * FROM {table} ORDER BY id"),
+            ))
+            .await
+            .unwrap();
+        for row in rows {
+            let id: String = row.try_get("", "id").unwrap();
+            let name: String = row
+                .try_get(
+                    "",
+                    if table == "profiles" {
+                        "name"
+                    } else {
+                        "organization_name"
+                    },
+                )
+                .unwrap();
+            let updated: String = row.try_get("", "updated_at").unwrap();
+            hasher.update(format!("{id}|{name}|{updated}\n"));
+        }
+        hasher.update(format!("{table}: {}\n", rows_len(&db, table).await));
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+async fn rows_len(db: &catalynx::db::Db, table: &str) -> i64 {
+    db.read
+        .query_one_raw(Statement::from_string(
+            db.backend(),
+            format!("SELECT COUNT(*) FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_is_deterministic() {
+    let mut digests = Vec::new();
+    for run_seed in [1, 1, 2] {
+        let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+        let db = test_db.connect().await;
+        let plan = catalynx::seed::SeedPlan {
+            profiles: 120,
+            opportunities_per_profile: 5,
+            seed: run_seed,
+        };
+        let report = catalynx::seed::seed(&db, plan, false).await.unwrap();
+        assert_eq!(report.profiles, 120);
+        assert_eq!(
+            report.opportunities,
+            120 * 5,
+            "the planned average holds exactly"
+        );
+        assert_eq!(rows_len(&db, "opportunities").await, 600);
+        digests.push(digest(&test_db.url).await);
+    }
+    assert_eq!(digests[0], digests[1], "same seed, same rows");
+    assert_ne!(digests[0], digests[2], "another seed, other rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_refuses_a_non_empty_database() {
+    let app = crate::helpers::spawn_app().await;
+    seed(&app, 10, 2).await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 10,
+        opportunities_per_profile: 2,
+        seed: 1,
+    };
+    let err = catalynx::seed::seed(&app.db, plan, false)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("already holds 10 profiles"),
+        "{err}"
+    );
+    app.finish().await;
+}
+
+/// Runs the real binary; returns (exit success, stderr).
+fn catalynx(args: &[&str], dir: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("CATALYNX_LOG", "error")
+        .output()
+        .expect("run catalynx");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configuration_ends_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--database-url", "mysql://localhost/x", "migrate"],
+            "unsupported URL",
+        ),
+        (
+            &[
+                "--database-url",
+                "sqlite:///nonexistent-dir/x.db",
+                "migrate",
+            ],
+            "cannot open SQLite database",
+        ),
+        (
+            &[
+                "--database-url",
+                "postgres://postgres@127.0.0.1:1/x",
+                "--db-acquire-timeout",
+                "1",
+                "migrate",
+            ],
+            "cannot connect to PostgreSQL",
+        ),
+        (&["serve", "--listen", &busy_addr], "cannot listen on"),
+    ];
+    for (args, expected) in cases {
+        let (ok, stderr) = catalynx(args, dir.path());
+        assert!(!ok, "{args:?} succeeded");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: expected one line, got {stderr}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(expected),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn default_database_is_created_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stderr) = catalynx(&["migrate"], dir.path());
+    assert!(ok, "{stderr}");
+    assert!(dir.path().join("catalynx.db").exists());
+}

@@ -1,0 +1,284 @@
+//! `spawn_app()`: a real server on port 0 over a fresh database, and request helpers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use catalynx::config::{ApiConfig, DbConfig, ServeConfig};
+use catalynx::db::Db;
+use catalynx::server::RunningServer;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+/// Environment variable with an admin URL of a PostgreSQL server; each test
+/// creates its own database there and drops it afterwards.
+pub const POSTGRES_ENV: &str = "CATALYNX_TEST_POSTGRES_URL";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of the given kind; `None` (with a note on
+/// stderr) when PostgreSQL is not configured.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_drop: Option<(String, String)>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                Some(Self {
+                    url,
+                    _dir: Some(dir),
+                    pg_drop: None,
+                })
+            }
+            Backend::Postgres => {
+                let Ok(admin) = std::env::var(POSTGRES_ENV) else {
+                    eprintln!(
+                        "skipped: PostgreSQL test (set {POSTGRES_ENV}, e.g. postgres://postgres@127.0.0.1:5432/test)"
+                    );
+                    return None;
+                };
+                let name = format!(
+                    "catalynx_t_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    rand_suffix()
+                );
+                let conn = sea_orm::Database::connect(&admin)
+                    .await
+                    .expect("connect to the PostgreSQL admin URL");
+                conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                let url = replace_db_name(&admin, &name);
+                Some(Self {
+                    url,
+                    _dir: None,
+                    pg_drop: Some((admin, name)),
+                })
+            }
+        }
+    }
+
+    pub fn config(&self) -> DbConfig {
+        DbConfig::new(self.url.clone())
+    }
+
+    pub async fn connect(&self) -> Db {
+        let db = Db::connect(&self.config()).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        db
+    }
+
+    /// Drops a PostgreSQL test database (SQLite files go with their temp dir).
+    pub async fn cleanup(self) {
+        if let Some((admin, name)) = &self.pg_drop
+            && let Ok(conn) = sea_orm::Database::connect(admin).await
+        {
+            let _ = conn
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
+            conn.close().await.ok();
+        }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let cut = base.rfind('/').expect("URL with a database name");
+    let mut out = format!("{}/{}", &base[..cut], name);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    pub db: Db,
+    server: Option<RunningServer>,
+    test_db: Option<TestDb>,
+}
+
+/// A server on a fresh SQLite file with the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_on(Backend::Sqlite, ApiConfig::default())
+        .await
+        .expect("sqlite is always available")
+}
+
+/// A server on a fresh database of `backend`; `None` when that backend is not configured.
+pub async fn spawn_app_on(backend: Backend, api: ApiConfig) -> Option<TestApp> {
+    let test_db = TestDb::new(backend).await?;
+    let db = test_db.connect().await;
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        demo: false,
+        api,
+    };
+    let server = RunningServer::start(db.clone(), &config)
+        .await
+        .expect("server starts");
+    Some(TestApp {
+        addr: server.addr,
+        client: reqwest::Client::new(),
+        db,
+        server: Some(server),
+        test_db: Some(test_db),
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs a GraphQL operation and returns the whole JSON response.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent");
+        assert!(response.status().is_success(), "HTTP {}", response.status());
+        response.json().await.expect("JSON body")
+    }
+
+    /// `data` of a response that must have no errors.
+    pub async fn data(&self, query: &str, variables: Value) -> Value {
+        let body = self.gql(query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+        body["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error of a response that must fail.
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let body = self.gql(query, variables).await;
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code: {body:#}"))
+            .to_owned()
+    }
+
+    /// SQL statements that `f` causes.
+    pub async fn statements_of<F: std::future::Future<Output = T>, T>(&self, f: F) -> (T, u64) {
+        let before = self.db.statement_count();
+        let out = f.await;
+        (out, self.db.statement_count() - before)
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .read
+            .query_one_raw(Statement::from_string(self.db.backend(), sql))
+            .await
+            .expect("query")
+            .expect("a row");
+        row.try_get_by_index::<i64>(0).expect("an integer")
+    }
+
+    /// Stops the server and drops the database.
+    pub async fn finish(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean shutdown");
+        }
+        if let Some(db) = self.test_db.take() {
+            db.cleanup().await;
+        }
+    }
+}
+
+/// Runs an async test body against SQLite and (when configured) PostgreSQL.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::helpers::spawn_app_on(
+                    $crate::helpers::Backend::Sqlite,
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+                $body(&app).await;
+                app.finish().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) = $crate::helpers::spawn_app_on(
+                    $crate::helpers::Backend::Postgres,
+                    Default::default(),
+                )
+                .await
+                {
+                    $body(&app).await;
+                    app.finish().await;
+                }
+            }
+        }
+    };
+}
+
+/// Creates a profile through the API and returns its id.
+pub async fn create_profile(app: &TestApp, input: Value) -> String {
+    let data = app
+        .data(
+            "mutation($input: CreateProfileInput!) { createProfile(input: $input) { id } }",
+            json!({ "input": input }),
+        )
+        .await;
+    data["createProfile"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Creates an opportunity through the API and returns its id.
+pub async fn create_opportunity(app: &TestApp, input: Value) -> String {
+    let data = app
+        .data(
+            "mutation($input: CreateOpportunityInput!) { createOpportunity(input: $input) { id } }",
+            json!({ "input": input }),
+        )
+        .await;
+    data["createOpportunity"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Seeds deterministic demo rows directly.
+pub async fn seed(app: &TestApp, profiles: u64, per_profile: u64) {
+    let plan = catalynx::seed::SeedPlan {
+        profiles,
+        opportunities_per_profile: per_profile,
+        seed: 1,
+    };
+    catalynx::seed::seed(&app.db, plan, false)
+        .await
+        .expect("seed");
+}

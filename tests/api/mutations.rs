@@ -1,0 +1,264 @@
+//! Every mutation, its validation errors, and that a refused write changes nothing.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, create_opportunity, create_profile};
+use crate::on_both;
+
+async fn profile_life_cycle(app: &TestApp) {
+    let id = create_profile(app, json!({ "name": "  Summit Arts Council ", "ein": "12-3456789", "nteeCodes": ["a20"], "focusAreas": ["arts"], "annualRevenue": 250000 })).await;
+    assert!(
+        id.starts_with("profile_") && id.len() == "profile_".len() + 12,
+        "{id}"
+    );
+    let q = "query($id: ID!) { profile(id: $id) { name ein nteeCodes focusAreas annualRevenue status organizationType city createdAt updatedAt } }";
+    let created = app.data(q, json!({ "id": id })).await["profile"].clone();
+    assert_eq!(created["name"], "Summit Arts Council");
+    assert_eq!(created["ein"], "123456789");
+    assert_eq!(created["nteeCodes"], json!(["A20"]));
+    assert_eq!(created["status"], "ACTIVE");
+    assert_eq!(created["organizationType"], "NONPROFIT");
+
+    let updated = app
+        .data(
+            "mutation($id: ID!) { updateProfile(id: $id, input: { city: \"Salem\", annualRevenue: null, status: DRAFT }) { city annualRevenue status name updatedAt } }",
+            json!({ "id": id }),
+        )
+        .await["updateProfile"]
+        .clone();
+    assert_eq!(updated["city"], "Salem");
+    assert_eq!(updated["annualRevenue"], Value::Null);
+    assert_eq!(updated["status"], "DRAFT");
+    assert_eq!(
+        updated["name"], "Summit Arts Council",
+        "omitted fields stay"
+    );
+    assert!(
+        updated["updatedAt"].as_str() > created["updatedAt"].as_str(),
+        "updatedAt maintained"
+    );
+
+    let deleted = app
+        .data(
+            "mutation($id: ID!) { deleteProfile(id: $id) }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(deleted["deleteProfile"], id.as_str());
+    assert_eq!(
+        app.data(q, json!({ "id": id })).await["profile"],
+        Value::Null
+    );
+    assert_eq!(
+        app.error_code(
+            "mutation($id: ID!) { deleteProfile(id: $id) }",
+            json!({ "id": id })
+        )
+        .await,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        app.error_code(
+            "mutation { updateProfile(id: \"nope\", input: {city: \"X\"}) { id } }",
+            Value::Null
+        )
+        .await,
+        "NOT_FOUND"
+    );
+}
+on_both!(profile_life_cycle_, profile_life_cycle);
+
+async fn invalid_profiles_are_refused_and_nothing_is_written(app: &TestApp) {
+    create_profile(app, json!({ "name": "Taken", "ein": "111111111" })).await;
+    let create = "mutation($input: CreateProfileInput!) { createProfile(input: $input) { id } }";
+    for (input, code) in [
+        (json!({ "name": "" }), "BAD_USER_INPUT"),
+        (json!({ "name": "x".repeat(301) }), "BAD_USER_INPUT"),
+        (json!({ "name": "A", "ein": "12345" }), "BAD_USER_INPUT"),
+        (json!({ "name": "A", "state": "ZZ" }), "BAD_USER_INPUT"),
+        (
+            json!({ "name": "A", "nteeCodes": ["B2"] }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            json!({ "name": "A", "annualRevenue": -5 }),
+            "BAD_USER_INPUT",
+        ),
+        (json!({ "name": "A", "ein": "11-1111111" }), "CONFLICT"),
+    ] {
+        let body = app.gql(create, json!({ "input": input })).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], code,
+            "{input}: {body}"
+        );
+        assert!(!body["errors"][0]["message"].as_str().unwrap().is_empty());
+    }
+    // Unknown enum values fail validation.
+    let body = app
+        .gql(
+            create,
+            json!({ "input": { "name": "A", "status": "DELETED" } }),
+        )
+        .await;
+    assert!(
+        body["errors"][0]["extensions"]["code"].is_string(),
+        "{body}"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM profiles").await,
+        1,
+        "nothing written"
+    );
+}
+on_both!(
+    invalid_profiles_are_refused_and_nothing_is_written_,
+    invalid_profiles_are_refused_and_nothing_is_written
+);
+
+async fn opportunity_life_cycle(app: &TestApp) {
+    let profile = create_profile(app, json!({ "name": "P" })).await;
+    let id = create_opportunity(app, json!({ "profileId": profile, "organizationName": "Mott Foundation", "awardFloor": 1000, "awardCeiling": 5000, "closeDate": "2027-01-15", "tags": ["capital"] })).await;
+    assert!(id.starts_with("opp_"));
+    let moved = app
+        .data("mutation($id: ID!) { moveOpportunityStage(id: $id, stage: CANDIDATES) { currentStage } }", json!({ "id": id }))
+        .await;
+    assert_eq!(moved["moveOpportunityStage"]["currentStage"], "CANDIDATES");
+    let updated = app
+        .data(
+            "mutation($id: ID!) { updateOpportunity(id: $id, input: { overallScore: 0.66, userRating: 4, closeDate: null, priorityLevel: HIGH }) { overallScore userRating closeDate priorityLevel awardCeiling tags } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        updated["updateOpportunity"],
+        json!({ "overallScore": 0.66, "userRating": 4, "closeDate": null, "priorityLevel": "HIGH", "awardCeiling": 5000, "tags": ["capital"] })
+    );
+    let bad = [
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { awardFloor: 9000 }) { id } }",
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { overallScore: 1.01 }) { id } }",
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { userRating: 6 }) { id } }",
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { confidenceLevel: -0.1 }) { id } }",
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { ein: \"abc\" }) { id } }",
+    ];
+    for q in bad {
+        assert_eq!(
+            app.error_code(q, json!({ "id": id })).await,
+            "BAD_USER_INPUT",
+            "{q}"
+        );
+    }
+    let after = app
+        .data(
+            "query($id: ID!) { opportunity(id: $id) { overallScore awardFloor } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        after["opportunity"],
+        json!({ "overallScore": 0.66, "awardFloor": 1000 }),
+        "refused updates changed nothing"
+    );
+    assert_eq!(
+        app.error_code("mutation { createOpportunity(input: { profileId: \"profile_missing00000\", organizationName: \"F\" }) { id } }", Value::Null).await,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        app.data(
+            "mutation($id: ID!) { deleteOpportunity(id: $id) }",
+            json!({ "id": id })
+        )
+        .await["deleteOpportunity"],
+        id.as_str()
+    );
+    assert_eq!(
+        app.error_code(
+            "mutation($id: ID!) { deleteOpportunity(id: $id) }",
+            json!({ "id": id })
+        )
+        .await,
+        "NOT_FOUND"
+    );
+    // Deleting a profile takes its opportunities with it.
+    create_opportunity(
+        app,
+        json!({ "profileId": profile, "organizationName": "F2" }),
+    )
+    .await;
+    app.data(
+        "mutation($id: ID!) { deleteProfile(id: $id) }",
+        json!({ "id": profile }),
+    )
+    .await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM opportunities").await, 0);
+}
+on_both!(opportunity_life_cycle_, opportunity_life_cycle);
+
+async fn batches_are_all_or_nothing(app: &TestApp) {
+    let batch =
+        "mutation($inputs: [CreateProfileInput!]!) { createProfiles(inputs: $inputs) { id name } }";
+    let good: Vec<Value> = (0..50)
+        .map(|i| json!({ "name": format!("Org {i}"), "ein": format!("{:09}", 500_000_000 + i) }))
+        .collect();
+    let data = app.data(batch, json!({ "inputs": good })).await;
+    assert_eq!(data["createProfiles"].as_array().unwrap().len(), 50);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 50);
+
+    let mut mixed: Vec<Value> = (0..5)
+        .map(|i| json!({ "name": format!("New {i}") }))
+        .collect();
+    mixed[1] = json!({ "name": "Bad", "state": "QQ" });
+    mixed[3] = json!({ "name": "Bad", "ein": "1" });
+    let body = app.gql(batch, json!({ "inputs": mixed })).await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert!(
+        message.contains("inputs[1]")
+            && message.contains("inputs[3]")
+            && !message.contains("inputs[0]"),
+        "{message}"
+    );
+
+    let duplicate = json!([{ "name": "X", "ein": "777777777" }, { "name": "Y", "ein": "500000003" }, { "name": "Z", "ein": "77-7777777" }]);
+    let body = app.gql(batch, json!({ "inputs": duplicate })).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "CONFLICT",
+        "{body}"
+    );
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("inputs[1]") && message.contains("inputs[2]"),
+        "{message}"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM profiles").await,
+        50,
+        "refused batches wrote nothing"
+    );
+
+    let owner = data["createProfiles"][0]["id"].as_str().unwrap();
+    let opps = "mutation($inputs: [CreateOpportunityInput!]!) { createOpportunities(inputs: $inputs) { id } }";
+    let inputs: Vec<Value> = (0..30).map(|i| json!({ "profileId": owner, "organizationName": format!("F{i}"), "overallScore": 0.5 })).collect();
+    assert_eq!(
+        app.data(opps, json!({ "inputs": inputs })).await["createOpportunities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        30
+    );
+    let bad = json!([{ "profileId": owner, "organizationName": "ok" }, { "profileId": owner, "organizationName": "F", "awardFloor": 10, "awardCeiling": 1 }]);
+    assert_eq!(
+        app.error_code(opps, json!({ "inputs": bad })).await,
+        "BAD_USER_INPUT"
+    );
+    let orphan = json!([{ "profileId": owner, "organizationName": "ok" }, { "profileId": "profile_nope00000000", "organizationName": "F" }]);
+    assert_eq!(
+        app.error_code(opps, json!({ "inputs": orphan })).await,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        app.error_code(opps, json!({ "inputs": [] })).await,
+        "BAD_USER_INPUT"
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM opportunities").await, 30);
+}
+on_both!(batches_are_all_or_nothing_, batches_are_all_or_nothing);

@@ -1,0 +1,654 @@
+//! Lookups, filters, sorts and Relay pagination through the running server,
+//! on SQLite and PostgreSQL.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, create_opportunity, create_profile, seed};
+use crate::on_both;
+
+const PROFILE_PAGE: &str = "query($f: ProfileFilter, $o: [ProfileOrder!], $first: Int, $after: String, $last: Int, $before: String) {
+  profiles(filter: $f, orderBy: $o, first: $first, after: $after, last: $last, before: $before) {
+    totalCount
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { cursor node { id name status state annualRevenue nteeCodes organizationType updatedAt opportunitiesCount } }
+  }
+}";
+
+const OPPORTUNITY_PAGE: &str = "query($f: OpportunityFilter, $o: [OpportunityOrder!], $first: Int, $after: String, $last: Int, $before: String) {
+  opportunities(filter: $f, orderBy: $o, first: $first, after: $after, last: $last, before: $before) {
+    totalCount
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    nodes { id profileId overallScore closeDate awardFloor awardCeiling organizationName currentStage priorityLevel source userRating discoveryDate tags notes }
+  }
+}";
+
+/// Every row of a list, walked forwards `size` at a time.
+async fn walk_forward(
+    app: &TestApp,
+    query: &str,
+    field: &str,
+    filter: Value,
+    order: Value,
+    size: i64,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let data = app
+            .data(
+                query,
+                json!({ "f": filter, "o": order, "first": size, "after": after }),
+            )
+            .await;
+        let conn = &data[field];
+        let page: Vec<Value> = match conn.get("edges") {
+            Some(edges) => edges
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"].clone())
+                .collect(),
+            None => conn["nodes"].as_array().unwrap().clone(),
+        };
+        rows.extend(page);
+        if !conn["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            return rows;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+}
+
+/// Every row of a list, walked backwards from the end.
+async fn walk_backward(
+    app: &TestApp,
+    query: &str,
+    field: &str,
+    filter: Value,
+    order: Value,
+    size: i64,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut before = Value::Null;
+    loop {
+        let data = app
+            .data(
+                query,
+                json!({ "f": filter, "o": order, "last": size, "before": before }),
+            )
+            .await;
+        let conn = &data[field];
+        let page: Vec<Value> = match conn.get("edges") {
+            Some(edges) => edges
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"].clone())
+                .collect(),
+            None => conn["nodes"].as_array().unwrap().clone(),
+        };
+        rows.splice(0..0, page);
+        if !conn["pageInfo"]["hasPreviousPage"].as_bool().unwrap() {
+            return rows;
+        }
+        before = conn["pageInfo"]["startCursor"].clone();
+    }
+}
+
+fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Checks that `rows` are sorted by `key` (nulls last), ties broken by id.
+fn assert_sorted(rows: &[Value], key: &str, descending: bool) {
+    for pair in rows.windows(2) {
+        let (a, b) = (&pair[0][key], &pair[1][key]);
+        let ordering = match (a, b) {
+            (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+            (Value::Null, _) => panic!("null {key} before a value: {pair:?}"),
+            (_, Value::Null) => continue,
+            (Value::Number(x), Value::Number(y)) => x
+                .as_f64()
+                .unwrap()
+                .partial_cmp(&y.as_f64().unwrap())
+                .unwrap(),
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            other => panic!("unexpected values {other:?}"),
+        };
+        let ordering = if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        };
+        match ordering {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => assert!(
+                pair[0]["id"].as_str() < pair[1]["id"].as_str(),
+                "tie not broken by id: {pair:?}"
+            ),
+            std::cmp::Ordering::Greater => {
+                panic!("not sorted by {key} (desc: {descending}): {pair:?}")
+            }
+        }
+    }
+}
+
+async fn paging_visits_every_profile_once(app: &TestApp) {
+    seed(app, 45, 2).await;
+    let all = walk_forward(
+        app,
+        PROFILE_PAGE,
+        "profiles",
+        json!({ "includeArchived": true }),
+        Value::Null,
+        500,
+    )
+    .await;
+    assert_eq!(all.len(), 45);
+    let orders = [
+        (json!([{ "field": "NAME" }]), "name", false),
+        (json!([{ "field": "UPDATED_AT" }]), "updatedAt", true),
+        (
+            json!([{ "field": "ANNUAL_REVENUE", "direction": "ASC" }]),
+            "annualRevenue",
+            false,
+        ),
+        (
+            json!([{ "field": "ANNUAL_REVENUE" }]),
+            "annualRevenue",
+            true,
+        ),
+        (
+            json!([{ "field": "OPPORTUNITIES_COUNT" }]),
+            "opportunitiesCount",
+            true,
+        ),
+    ];
+    for (order, key, descending) in orders {
+        let forward = walk_forward(
+            app,
+            PROFILE_PAGE,
+            "profiles",
+            json!({ "includeArchived": true }),
+            order.clone(),
+            7,
+        )
+        .await;
+        let backward = walk_backward(
+            app,
+            PROFILE_PAGE,
+            "profiles",
+            json!({ "includeArchived": true }),
+            order.clone(),
+            7,
+        )
+        .await;
+        let unique: HashSet<String> = ids(&forward).into_iter().collect();
+        assert_eq!(forward.len(), 45, "{order}");
+        assert_eq!(unique.len(), 45, "{order}: a row repeated");
+        assert_eq!(ids(&forward), ids(&backward), "{order}: backwards differs");
+        assert_sorted(&forward, key, descending);
+    }
+}
+on_both!(
+    paging_visits_every_profile_once_,
+    paging_visits_every_profile_once
+);
+
+async fn paging_visits_every_opportunity_once(app: &TestApp) {
+    // With a multiple of 20 profiles the planned average holds exactly.
+    seed(app, 20, 3).await;
+    let total =
+        app.data(OPPORTUNITY_PAGE, json!({ "first": 1 })).await["opportunities"]["totalCount"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(total, 60);
+    let orders = [
+        (json!([{ "field": "OVERALL_SCORE" }]), "overallScore", true),
+        (json!([{ "field": "CLOSE_DATE" }]), "closeDate", false),
+        (
+            json!([{ "field": "CLOSE_DATE", "direction": "DESC" }]),
+            "closeDate",
+            true,
+        ),
+        (json!([{ "field": "AWARD_CEILING" }]), "awardCeiling", true),
+        (
+            json!([{ "field": "ORGANIZATION_NAME" }, { "field": "OVERALL_SCORE" }]),
+            "organizationName",
+            false,
+        ),
+        (
+            json!([{ "field": "DISCOVERY_DATE" }]),
+            "discoveryDate",
+            true,
+        ),
+    ];
+    for (order, key, descending) in orders {
+        let forward = walk_forward(
+            app,
+            OPPORTUNITY_PAGE,
+            "opportunities",
+            Value::Null,
+            order.clone(),
+            5,
+        )
+        .await;
+        let backward = walk_backward(
+            app,
+            OPPORTUNITY_PAGE,
+            "opportunities",
+            Value::Null,
+            order.clone(),
+            5,
+        )
+        .await;
+        assert_eq!(forward.len(), 60, "{order}");
+        assert_eq!(
+            ids(&forward).into_iter().collect::<HashSet<_>>().len(),
+            60,
+            "{order}: a row repeated"
+        );
+        assert_eq!(ids(&forward), ids(&backward), "{order}: backwards differs");
+        if key != "organizationName" {
+            assert_sorted(&forward, key, descending);
+        }
+    }
+}
+on_both!(
+    paging_visits_every_opportunity_once_,
+    paging_visits_every_opportunity_once
+);
+
+async fn cursors_are_stable_under_inserts(app: &TestApp) {
+    seed(app, 10, 1).await;
+    let order = json!([{ "field": "NAME" }]);
+    let first = app
+        .data(PROFILE_PAGE, json!({ "o": order, "first": 4 }))
+        .await;
+    let seen: Vec<String> = first["profiles"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    // A row that sorts before everything seen so far.
+    create_profile(app, json!({ "name": "AAA First Of All" })).await;
+    let after = first["profiles"]["pageInfo"]["endCursor"].clone();
+    let rest = walk_forward_from(app, order, after).await;
+    for id in &rest {
+        assert!(!seen.contains(id), "row {id} repeated after an insert");
+    }
+    assert_eq!(
+        seen.len() + rest.len(),
+        app.data(PROFILE_PAGE, json!({ "first": 1 })).await["profiles"]["totalCount"]
+            .as_i64()
+            .unwrap() as usize
+            - 1
+    );
+}
+on_both!(
+    cursors_are_stable_under_inserts_,
+    cursors_are_stable_under_inserts
+);
+
+async fn walk_forward_from(app: &TestApp, order: Value, mut after: Value) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let data = app
+            .data(
+                PROFILE_PAGE,
+                json!({ "o": order, "first": 3, "after": after }),
+            )
+            .await;
+        out.extend(
+            data["profiles"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap().to_owned()),
+        );
+        if !data["profiles"]["pageInfo"]["hasNextPage"]
+            .as_bool()
+            .unwrap()
+        {
+            return out;
+        }
+        after = data["profiles"]["pageInfo"]["endCursor"].clone();
+    }
+}
+
+async fn profile_filters_match_a_brute_force_check(app: &TestApp) {
+    seed(app, 80, 1).await;
+    let all = walk_forward(
+        app,
+        PROFILE_PAGE,
+        "profiles",
+        json!({ "includeArchived": true }),
+        Value::Null,
+        500,
+    )
+    .await;
+    let count = |f: Value| async move {
+        let data = app
+            .data(PROFILE_PAGE, json!({ "f": f, "first": 500 }))
+            .await;
+        let rows = data["profiles"]["edges"].as_array().unwrap().len() as i64;
+        assert_eq!(
+            rows,
+            data["profiles"]["totalCount"].as_i64().unwrap(),
+            "totalCount matches the rows"
+        );
+        rows
+    };
+    let expect = |pred: &dyn Fn(&Value) -> bool| all.iter().filter(|p| pred(p)).count() as i64;
+    let visible = |p: &Value| p["status"] != "ARCHIVED";
+    assert!(
+        expect(&|p| p["status"] == "ARCHIVED") > 0,
+        "the data set has archived profiles"
+    );
+    assert_eq!(
+        count(Value::Null).await,
+        expect(&visible),
+        "archived hidden by default"
+    );
+    assert_eq!(
+        count(json!({ "statuses": ["ARCHIVED"] })).await,
+        expect(&|p| p["status"] == "ARCHIVED")
+    );
+    assert_eq!(
+        count(json!({ "statuses": ["DRAFT", "TEMPLATE"] })).await,
+        expect(&|p| p["status"] == "DRAFT" || p["status"] == "TEMPLATE")
+    );
+    let state = all[0]["state"].as_str().unwrap().to_owned();
+    assert_eq!(
+        count(json!({ "states": [state.to_lowercase()] })).await,
+        expect(&|p| visible(p) && p["state"] == state.as_str())
+    );
+    assert_eq!(
+        count(json!({ "organizationTypes": ["FOUNDATION"] })).await,
+        expect(&|p| visible(p) && p["organizationType"] == "FOUNDATION")
+    );
+    let code = all[0]["nteeCodes"][0].as_str().unwrap().to_owned();
+    let has_code = |p: &Value, c: &str| p["nteeCodes"].as_array().unwrap().iter().any(|x| x == c);
+    assert_eq!(
+        count(json!({ "nteeCodes": [code] })).await,
+        expect(&|p| visible(p) && has_code(p, &code))
+    );
+    let group = code[..1].to_owned();
+    let has_group = |p: &Value| {
+        p["nteeCodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str().unwrap().starts_with(&group))
+    };
+    assert_eq!(
+        count(json!({ "nteeMajorGroups": [group.clone()] })).await,
+        expect(&|p| visible(p) && has_group(p))
+    );
+    let in_range = |p: &Value| {
+        p["annualRevenue"]
+            .as_i64()
+            .is_some_and(|r| (1_000_000..=20_000_000).contains(&r))
+    };
+    assert_eq!(
+        count(json!({ "revenueMin": 1_000_000, "revenueMax": 20_000_000 })).await,
+        expect(&|p| visible(p) && in_range(p))
+    );
+    let word = all[0]["name"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let has_word = |p: &Value| {
+        p["name"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains(&word.to_lowercase())
+    };
+    assert!(
+        count(json!({ "search": word.to_uppercase() })).await
+            >= expect(&|p| visible(p) && has_word(p))
+    );
+}
+on_both!(
+    profile_filters_match_a_brute_force_check_,
+    profile_filters_match_a_brute_force_check
+);
+
+async fn opportunity_filters_match_a_brute_force_check(app: &TestApp) {
+    seed(app, 40, 6).await;
+    let all = walk_forward(
+        app,
+        OPPORTUNITY_PAGE,
+        "opportunities",
+        Value::Null,
+        Value::Null,
+        500,
+    )
+    .await;
+    assert_eq!(all.len(), 240);
+    let count = |f: Value| async move {
+        let data = app
+            .data(OPPORTUNITY_PAGE, json!({ "f": f, "first": 500 }))
+            .await;
+        let rows = data["opportunities"]["nodes"].as_array().unwrap().len() as i64;
+        assert_eq!(rows, data["opportunities"]["totalCount"].as_i64().unwrap());
+        rows
+    };
+    let expect = |pred: &dyn Fn(&Value) -> bool| all.iter().filter(|o| pred(o)).count() as i64;
+    let pid = all[0]["profileId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        count(json!({ "profileIds": [pid] })).await,
+        expect(&|o| o["profileId"] == pid.as_str())
+    );
+    assert_eq!(
+        count(json!({ "stages": ["DISCOVERY", "TARGETS"] })).await,
+        expect(&|o| o["currentStage"] == "DISCOVERY" || o["currentStage"] == "TARGETS")
+    );
+    assert_eq!(
+        count(json!({ "priorityLevels": ["URGENT"] })).await,
+        expect(&|o| o["priorityLevel"] == "URGENT")
+    );
+    assert_eq!(
+        count(json!({ "sources": ["STATE"] })).await,
+        expect(&|o| o["source"] == "STATE")
+    );
+    let score = |o: &Value| o["overallScore"].as_f64().unwrap();
+    assert_eq!(
+        count(json!({ "scoreMin": 0.25, "scoreMax": 0.75 })).await,
+        expect(&|o| (0.25..=0.75).contains(&score(o)))
+    );
+    let date = |o: &Value| o["closeDate"].as_str().map(str::to_owned);
+    assert_eq!(
+        count(json!({ "closeDateFrom": "2026-06-01", "closeDateTo": "2026-09-30" })).await,
+        expect(&|o| date(o).is_some_and(|d| ("2026-06-01".."2026-10-01").contains(&d.as_str())))
+    );
+    let overlaps = |o: &Value| {
+        let floor = o["awardFloor"].as_i64().or(o["awardCeiling"].as_i64());
+        let ceiling = o["awardCeiling"].as_i64().or(o["awardFloor"].as_i64());
+        matches!((floor, ceiling), (Some(f), Some(c)) if c >= 100_000 && f <= 150_000)
+    };
+    assert_eq!(
+        count(json!({ "awardMin": 100_000, "awardMax": 150_000 })).await,
+        expect(&overlaps)
+    );
+    assert_eq!(
+        count(json!({ "ratingMin": 4 })).await,
+        expect(&|o| o["userRating"].as_i64().is_some_and(|r| r >= 4))
+    );
+    let tagged = |o: &Value| o["tags"].as_array().unwrap().iter().any(|t| t == "rural");
+    assert!(count(json!({ "search": "RURAL" })).await >= expect(&tagged));
+    // A deadline window relative to today.
+    let today = chrono::Utc::now().date_naive();
+    let soon = today + chrono::Duration::days(30);
+    let expected_soon =
+        expect(&|o| date(o).is_some_and(|d| d >= today.to_string() && d <= soon.to_string()));
+    assert_eq!(
+        count(json!({ "closingWithinDays": 30 })).await,
+        expected_soon
+    );
+}
+on_both!(
+    opportunity_filters_match_a_brute_force_check_,
+    opportunity_filters_match_a_brute_force_check
+);
+
+async fn lookups_by_id_and_ein(app: &TestApp) {
+    let id = create_profile(
+        app,
+        json!({ "name": "Harbor Youth Alliance", "ein": "12-3456789", "state": "ca" }),
+    )
+    .await;
+    let opp = create_opportunity(
+        app,
+        json!({ "profileId": id, "organizationName": "Kresge Foundation", "overallScore": 0.8 }),
+    )
+    .await;
+    let q = "query($id: ID!, $ein: String!, $opp: ID!) { profile(id: $id) { name state } profileByEin(ein: $ein) { id ein } opportunity(id: $opp) { overallScore profile { id } } }";
+    for ein in ["12-3456789", "123456789"] {
+        let data = app
+            .data(q, json!({ "id": id, "ein": ein, "opp": opp }))
+            .await;
+        assert_eq!(
+            data,
+            json!({
+                "profile": { "name": "Harbor Youth Alliance", "state": "CA" },
+                "profileByEin": { "id": id, "ein": "123456789" },
+                "opportunity": { "overallScore": 0.8, "profile": { "id": id } }
+            })
+        );
+    }
+    let missing = app
+        .data(
+            q,
+            json!({ "id": "profile_000000000000", "ein": "98-7654321", "opp": "opp_000000000000" }),
+        )
+        .await;
+    assert_eq!(
+        missing,
+        json!({ "profile": null, "profileByEin": null, "opportunity": null })
+    );
+    assert_eq!(
+        app.error_code("{ profileByEin(ein: \"12-34\") { id } }", Value::Null)
+            .await,
+        "BAD_USER_INPUT"
+    );
+}
+on_both!(lookups_by_id_and_ein_, lookups_by_id_and_ein);
+
+async fn bad_paging_and_filters_are_user_errors(app: &TestApp) {
+    seed(app, 3, 1).await;
+    for (vars, what) in [
+        (json!({ "first": 501 }), "first over the maximum"),
+        (json!({ "first": -1 }), "negative first"),
+        (json!({ "last": 501 }), "last over the maximum"),
+        (json!({ "first": 2, "last": 2 }), "first with last"),
+        (
+            json!({ "first": 2, "after": "bm90IGEgY3Vyc29y" }),
+            "invalid cursor",
+        ),
+        (json!({ "f": { "states": ["XX"] } }), "unknown state"),
+        (json!({ "f": { "nteeCodes": ["1AB"] } }), "bad NTEE code"),
+        (
+            json!({ "f": { "revenueMin": 10, "revenueMax": 5 } }),
+            "inverted range",
+        ),
+        (
+            json!({ "f": { "search": "x".repeat(201) } }),
+            "overlong search",
+        ),
+    ] {
+        let body = app.gql(PROFILE_PAGE, vars).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{what}: {body}"
+        );
+    }
+    // A cursor from one ordering is refused by another.
+    let by_name = app
+        .data(
+            PROFILE_PAGE,
+            json!({ "o": [{ "field": "NAME" }], "first": 1 }),
+        )
+        .await;
+    let cursor = by_name["profiles"]["pageInfo"]["endCursor"].clone();
+    let body = app
+        .gql(PROFILE_PAGE, json!({ "first": 1, "after": cursor }))
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    for vars in [
+        json!({ "f": { "scoreMin": 1.5 } }),
+        json!({ "f": { "ratingMin": 0 } }),
+        json!({ "f": { "closingWithinDays": -1 } }),
+    ] {
+        let body = app.gql(OPPORTUNITY_PAGE, vars.clone()).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{vars}: {body}"
+        );
+    }
+}
+on_both!(
+    bad_paging_and_filters_are_user_errors_,
+    bad_paging_and_filters_are_user_errors
+);
+
+async fn search_text_is_data_never_sql(app: &TestApp) {
+    create_profile(app, json!({ "name": "100% Kids_Club" })).await;
+    create_profile(app, json!({ "name": "1000 Kids Club" })).await;
+    let search = |s: &str| app.data(PROFILE_PAGE, json!({ "f": { "search": s }, "first": 10 }));
+    assert_eq!(
+        search("'; DROP TABLE profiles; --").await["profiles"]["totalCount"],
+        0
+    );
+    assert_eq!(search("\" OR 1=1 --").await["profiles"]["totalCount"], 0);
+    // LIKE wildcards are taken literally.
+    assert_eq!(search("100%").await["profiles"]["totalCount"], 1);
+    assert_eq!(search("kids_club").await["profiles"]["totalCount"], 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM profiles").await,
+        2,
+        "table intact"
+    );
+}
+on_both!(
+    search_text_is_data_never_sql_,
+    search_text_is_data_never_sql
+);
+
+async fn nested_lists_are_per_profile(app: &TestApp) {
+    let a = create_profile(app, json!({ "name": "A" })).await;
+    let b = create_profile(app, json!({ "name": "B" })).await;
+    create_profile(app, json!({ "name": "C (none)" })).await;
+    for (profile, score, stage) in [
+        (&a, 0.9, "TARGETS"),
+        (&a, 0.5, "DISCOVERY"),
+        (&a, 0.7, "TARGETS"),
+        (&b, 0.3, "DISCOVERY"),
+    ] {
+        create_opportunity(app, json!({ "profileId": profile, "organizationName": format!("F{score}"), "overallScore": score, "currentStage": stage })).await;
+    }
+    let data = app
+        .data(
+            "{ profiles(orderBy: [{field: NAME}]) { nodes { name opportunitiesCount targets: opportunitiesCount(filter: {stages: [TARGETS]})
+               opportunities(first: 2) { totalCount pageInfo { hasNextPage } nodes { overallScore } } } } }",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        data["profiles"]["nodes"],
+        json!([
+            { "name": "A", "opportunitiesCount": 3, "targets": 2, "opportunities": { "totalCount": 3, "pageInfo": { "hasNextPage": true }, "nodes": [{ "overallScore": 0.9 }, { "overallScore": 0.7 }] } },
+            { "name": "B", "opportunitiesCount": 1, "targets": 0, "opportunities": { "totalCount": 1, "pageInfo": { "hasNextPage": false }, "nodes": [{ "overallScore": 0.3 }] } },
+            { "name": "C (none)", "opportunitiesCount": 0, "targets": 0, "opportunities": { "totalCount": 0, "pageInfo": { "hasNextPage": false }, "nodes": [] } }
+        ])
+    );
+}
+on_both!(nested_lists_are_per_profile_, nested_lists_are_per_profile);
