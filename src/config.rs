@@ -80,6 +80,8 @@ pub struct ServeConfig {
     pub demo: bool,
     #[command(flatten)]
     pub api: ApiConfig,
+    #[command(flatten)]
+    pub cache: CacheConfig,
 }
 
 /// The defaults of an argument group, with environment variables applied.
@@ -155,4 +157,58 @@ pub struct SeedConfig {
     /// Hide the progress bar.
     #[arg(long, env = "CATALYNX_QUIET")]
     pub quiet: bool,
+}
+
+/// The resolver cache.
+#[derive(Debug, Clone, Args)]
+pub struct CacheConfig {
+    /// Cache resolver results (`false` turns the cache off).
+    #[arg(long, env = "CATALYNX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_enabled: bool,
+    /// Bound on the stored (compressed) bytes in memory; least valuable entries go first.
+    #[arg(long, env = "CATALYNX_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// Seconds an entry lives unless its field has its own TTL.
+    #[arg(long, env = "CATALYNX_CACHE_TTL_SECS", default_value_t = 300)]
+    pub cache_ttl_secs: u64,
+    /// Per-field TTLs in seconds, e.g. `profiles=60,Profile.opportunitiesCount=30`.
+    #[arg(long, env = "CATALYNX_CACHE_FIELD_TTL", default_value = "", value_parser = parse_field_ttls)]
+    pub cache_field_ttl: FieldTtls,
+    /// gzip level for stored values, 0 (store) to 9 (smallest).
+    #[arg(long, env = "CATALYNX_CACHE_GZIP_LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub cache_gzip_level: u32,
+    /// Values whose MessagePack form is smaller than this are stored uncompressed.
+    #[arg(long, env = "CATALYNX_CACHE_RAW_BELOW_BYTES", default_value_t = 128)]
+    pub cache_raw_below_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// Per-field TTLs, parsed from `field=seconds,...`.
+#[derive(Debug, Clone, Default)]
+pub struct FieldTtls(pub Vec<(String, std::time::Duration)>);
+
+fn parse_field_ttls(text: &str) -> Result<FieldTtls, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (field, secs) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?}: expected field=seconds"))?;
+            let secs: u64 = secs
+                .trim()
+                .parse()
+                .map_err(|_| format!("{item:?}: seconds must be a whole number"))?;
+            Ok((
+                field.trim().to_owned(),
+                std::time::Duration::from_secs(secs),
+            ))
+        })
+        .collect::<Result<_, String>>()
+        .map(FieldTtls)
 }

@@ -38,6 +38,17 @@ impl AppError {
         }
     }
 
+    /// A copy for another caller of a shared failure (single flight, loaders);
+    /// the internal cause travels as text, already logged once.
+    pub fn shared(&self) -> Self {
+        match self {
+            Self::BadUserInput(m) => Self::BadUserInput(m.clone()),
+            Self::NotFound(m) => Self::NotFound(m.clone()),
+            Self::Conflict(m) => Self::Conflict(m.clone()),
+            Self::Internal(e) => Self::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+
     /// Prefixes a client-facing message, e.g. with the index of a batch item.
     pub fn context(self, prefix: impl std::fmt::Display) -> Self {
         match self {

@@ -1,6 +1,7 @@
 //! Catalynx API: a GraphQL server for grant-research data.
 //!
 //! # Layout
+//! - [`cache`]: the resolver cache: compressed MessagePack, byte-bounded, invalidated by writes.
 //! - [`config`]: the clap configuration; every flag has an environment variable.
 //! - [`db`]: SQLite (default) and PostgreSQL pools, tuning, migrations, statement counter.
 //! - [`domain`]: validated domain values (EIN, state, NTEE code, ...) and enumerations.
@@ -10,6 +11,7 @@
 //! - [`graphql`]: the schema: one module per type, DataLoaders, limits.
 //! - [`server`]: the axum router, request handling and graceful shutdown.
 
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod domain;

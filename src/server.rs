@@ -19,6 +19,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::cache::Cache;
 use crate::config::{ApiConfig, ServeConfig};
 use crate::db::Db;
 use crate::graphql::loaders::Loaders;
@@ -39,26 +40,31 @@ pub struct AppState {
 struct Shared {
     schema: AppSchema,
     db: Db,
+    cache: Cache,
     batching: bool,
 }
 
 impl AppState {
-    pub fn new(db: Db, api: ApiConfig) -> Self {
+    pub fn new(db: Db, api: ApiConfig, cache: Cache) -> Self {
         let batching = !api.disable_loaders;
-        let schema = schema::build(
-            &api,
-            Some(ApiContext {
-                db: db.clone(),
-                config: api.clone(),
-            }),
-        );
+        let context = ApiContext {
+            db: db.clone(),
+            config: api.clone(),
+            cache: cache.clone(),
+        };
+        let schema = schema::build(&api, Some(context));
         Self {
             inner: Arc::new(Shared {
                 schema,
                 db,
+                cache,
                 batching,
             }),
         }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
     }
 
     pub fn db(&self) -> &Db {
@@ -156,7 +162,11 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let request = request.data(Loaders::new(state.db(), state.inner.batching));
+    let request = request.data(Loaders::new(
+        state.db(),
+        state.cache(),
+        state.inner.batching,
+    ));
     let response = state.inner.schema.execute(request).await;
     let modern = headers
         .get(header::ACCEPT)
@@ -216,7 +226,7 @@ impl RunningServer {
             )
         })?;
         let addr = listener.local_addr()?;
-        let state = AppState::new(db, config.api.clone());
+        let state = AppState::new(db, config.api.clone(), Cache::new(&config.cache));
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
         let router = app(state.clone());
         let task = tokio::spawn(async move {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{opportunity, profile};
 
+use crate::cache::{Cache, Tag};
 use crate::db::Db;
 use crate::error::AppError;
 use crate::store::opportunities::{self, OpportunityFilter, OpportunityOrderField};
@@ -22,6 +23,7 @@ pub type LoadError = Arc<AppError>;
 // SELECT ... FROM profiles WHERE id IN (...)
 pub struct ProfileLoader {
     db: Db,
+    cache: Cache,
 }
 
 impl Loader<String> for ProfileLoader {
@@ -29,10 +31,18 @@ impl Loader<String> for ProfileLoader {
     type Error = LoadError;
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        let rows = profiles::by_ids(&self.db.read, ids)
+        self.cache
+            .get_or_load_many(
+                "profile",
+                ids,
+                |id| (id.clone(), vec![Tag::Profile(id)]),
+                |missing| async move {
+                    let rows = profiles::by_ids(&self.db.read, &missing).await?;
+                    Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
+                },
+            )
             .await
-            .map_err(|e| Arc::new(AppError::from(e)))?;
-        Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
+            .map_err(Arc::new)
     }
 }
 
@@ -47,6 +57,7 @@ pub struct CountKey {
 // SELECT profile_id, COUNT(*) FROM opportunities WHERE profile_id IN (...) AND <filter> GROUP BY profile_id
 pub struct CountLoader {
     db: Db,
+    cache: Cache,
 }
 
 impl Loader<CountKey> for CountLoader {
@@ -54,27 +65,48 @@ impl Loader<CountKey> for CountLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[CountKey]) -> Result<HashMap<CountKey, u64>, Self::Error> {
-        let mut out = HashMap::with_capacity(keys.len());
-        for (filter, ids) in group_by(keys, |k| (k.filter.clone(), k.profile_id.clone())) {
-            let counts = opportunities::counts_by_profile(&self.db.read, &ids, &filter)
-                .await
-                .map_err(|e| Arc::new(AppError::from(e)))?;
-            for (profile_id, n) in counts {
-                out.insert(
-                    CountKey {
-                        profile_id,
-                        filter: filter.clone(),
-                    },
-                    n,
-                );
-            }
-        }
-        Ok(out)
+        self.cache
+            .get_or_load_many(
+                "Profile.opportunitiesCount",
+                keys,
+                |k| {
+                    (
+                        cache_args(&(&k.profile_id, &*k.filter)),
+                        vec![Tag::ProfileOpportunities(&k.profile_id)],
+                    )
+                },
+                |missing| async move {
+                    let mut out = HashMap::with_capacity(missing.len());
+                    for (filter, ids) in
+                        group_by(&missing, |k| (k.filter.clone(), k.profile_id.clone()))
+                    {
+                        let counts =
+                            opportunities::counts_by_profile(&self.db.read, &ids, &filter).await?;
+                        for (profile_id, n) in counts {
+                            out.insert(
+                                CountKey {
+                                    profile_id,
+                                    filter: filter.clone(),
+                                },
+                                n,
+                            );
+                        }
+                    }
+                    Ok(out)
+                },
+            )
+            .await
+            .map_err(Arc::new)
     }
 }
 
+/// Loader arguments as the cache key's JSON.
+fn cache_args(args: &impl serde::Serialize) -> String {
+    serde_json::to_string(args).expect("loader arguments serialise")
+}
+
 /// The arguments of a nested opportunities page, shared by all its parents.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct NestedPageArgs {
     pub filter: OpportunityFilter,
     pub order: Vec<(OpportunityOrderField, bool)>,
@@ -101,6 +133,7 @@ pub type NestedPage = Arc<Fetched<opportunity::Model>>;
 // PostgreSQL: SELECT o.* FROM unnest($n::text[]) p(pid) CROSS JOIN LATERAL (<page of p.pid>) o
 pub struct PageLoader {
     db: Db,
+    cache: Cache,
 }
 
 impl Loader<PageKey> for PageLoader {
@@ -108,28 +141,49 @@ impl Loader<PageKey> for PageLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, NestedPage>, Self::Error> {
-        let mut out = HashMap::with_capacity(keys.len());
-        for (args, ids) in group_by(keys, |k| (k.args.clone(), k.profile_id.clone())) {
-            let pages = opportunities::pages_by_profile(
-                &self.db.read,
-                &ids,
-                &args.filter,
-                &args.keys(),
-                &args.page,
+        let pages: HashMap<PageKey, Fetched<opportunity::Model>> = self
+            .cache
+            .get_or_load_many(
+                "Profile.opportunities",
+                keys,
+                |k| {
+                    (
+                        cache_args(&(&k.profile_id, &*k.args)),
+                        vec![Tag::ProfileOpportunities(&k.profile_id)],
+                    )
+                },
+                |missing| async move {
+                    let mut out = HashMap::with_capacity(missing.len());
+                    for (args, ids) in
+                        group_by(&missing, |k| (k.args.clone(), k.profile_id.clone()))
+                    {
+                        let pages = opportunities::pages_by_profile(
+                            &self.db.read,
+                            &ids,
+                            &args.filter,
+                            &args.keys(),
+                            &args.page,
+                        )
+                        .await?;
+                        for (profile_id, page) in pages {
+                            out.insert(
+                                PageKey {
+                                    profile_id,
+                                    args: args.clone(),
+                                },
+                                page,
+                            );
+                        }
+                    }
+                    Ok(out)
+                },
             )
             .await
             .map_err(Arc::new)?;
-            for (profile_id, page) in pages {
-                out.insert(
-                    PageKey {
-                        profile_id,
-                        args: args.clone(),
-                    },
-                    Arc::new(page),
-                );
-            }
-        }
-        Ok(out)
+        Ok(pages
+            .into_iter()
+            .map(|(k, page)| (k, Arc::new(page)))
+            .collect())
     }
 }
 
@@ -163,20 +217,29 @@ pub struct Loaders {
 }
 
 impl Loaders {
-    pub fn new(db: &Db, batching: bool) -> Self {
+    pub fn new(db: &Db, cache: &Cache, batching: bool) -> Self {
         Self {
             profiles: DataLoader::with_cache(
-                ProfileLoader { db: db.clone() },
+                ProfileLoader {
+                    db: db.clone(),
+                    cache: cache.clone(),
+                },
                 tokio::spawn,
                 HashMapCache::default(),
             ),
             counts: DataLoader::with_cache(
-                CountLoader { db: db.clone() },
+                CountLoader {
+                    db: db.clone(),
+                    cache: cache.clone(),
+                },
                 tokio::spawn,
                 HashMapCache::default(),
             ),
             pages: DataLoader::with_cache(
-                PageLoader { db: db.clone() },
+                PageLoader {
+                    db: db.clone(),
+                    cache: cache.clone(),
+                },
                 tokio::spawn,
                 HashMapCache::default(),
             ),

@@ -1,6 +1,7 @@
 //! The GraphQL API: one module per type (object, inputs, loaders, query and
 //! mutation roots side by side); [`schema`] assembles them.
 
+pub mod cache_stats;
 pub mod connection;
 pub mod limits;
 pub mod loaders;
@@ -10,6 +11,7 @@ pub mod schema;
 
 use async_graphql::Context;
 
+use crate::cache::Cache;
 use crate::config::ApiConfig;
 use crate::db::Db;
 use crate::store::page::PageRequest;
@@ -18,6 +20,7 @@ use crate::store::page::PageRequest;
 pub struct ApiContext {
     pub db: Db,
     pub config: ApiConfig,
+    pub cache: Cache,
 }
 
 impl ApiContext {

@@ -12,12 +12,13 @@ use super::ApiContext;
 use super::connection::{OrderDirection, PageInfo};
 use super::loaders::{CountKey, Loaders};
 use super::profile::{Profile, apply, parse_batch, parse_search, stored_enum};
+use crate::cache::Tag;
 use crate::domain::{
     DbEnum, Ein, FundingSource, Priority, Stage, parse_amount, parse_rating, parse_text, parse_unit,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{self, OpportunityFilter, OpportunityOrderField, ScoreBound};
-use crate::store::page::{self, PageRequest, SortKey};
+use crate::store::page::{self, Fetched, PageRequest, SortKey};
 use crate::store::{bulk, new_id, now, profiles};
 
 pub struct Opportunity(pub opportunity::Model);
@@ -283,9 +284,18 @@ impl OpportunityConnection {
     /// Opportunities in the whole list (all pages); computed only when asked for.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
         match &self.total {
-            Total::Filter(filter) => opportunities::count(&ApiContext::of(ctx).db.read, filter)
-                .await
-                .gql(),
+            Total::Filter(filter) => {
+                let api = ApiContext::of(ctx);
+                api.cache
+                    .get_or_load(
+                        "opportunities.totalCount",
+                        filter,
+                        &[Tag::Opportunities],
+                        || async { Ok(opportunities::count(&api.db.read, filter).await?) },
+                    )
+                    .await
+                    .gql()
+            }
             Total::Nested(key) => ctx
                 .data_unchecked::<Loaders>()
                 .count(key.clone())
@@ -335,7 +345,14 @@ impl OpportunityQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The opportunity's id.")] id: ID,
     ) -> Result<Option<Opportunity>> {
-        let found = opportunities::by_id(&ApiContext::of(ctx).db.read, &id)
+        let api = ApiContext::of(ctx);
+        // Deleting a profile deletes its opportunities unseen, so a lookup
+        // depends on every opportunity rather than on its own id.
+        let found = api
+            .cache
+            .get_or_load("opportunity", &id.0, &[Tag::Opportunities], || async {
+                Ok(opportunities::by_id(&api.db.read, &id).await?)
+            })
             .await
             .gql()?;
         Ok(found.map(Opportunity))
@@ -364,7 +381,14 @@ impl OpportunityQuery {
         let order = OpportunityOrder::parse(order_by);
         let request = api.page(first, after, last, before).gql()?;
         let keys = opportunities::sort_keys(&order);
-        let fetched = opportunities::page(&api.db.read, &filter, &keys, &request)
+        let fetched: Fetched<opportunity::Model> = api
+            .cache
+            .get_or_load(
+                "opportunities",
+                &(&filter, &order, &request),
+                &[Tag::Opportunities],
+                || async { opportunities::page(&api.db.read, &filter, &keys, &request).await },
+            )
             .await
             .gql()?;
         prefetch_profiles(ctx, &fetched.rows).await?;
@@ -595,13 +619,19 @@ impl OpportunityMutation {
         #[graphql(desc = "The new opportunity's fields.")] input: CreateOpportunityInput,
     ) -> Result<Opportunity> {
         let model = input.into_model().gql()?;
-        let db = &ApiContext::of(ctx).db;
-        if !profiles::exists(&db.read, &model.profile_id).await.gql()? {
+        let api = ApiContext::of(ctx);
+        if !profiles::exists(&api.db.read, &model.profile_id)
+            .await
+            .gql()?
+        {
             return Err(AppError::not_found("profile", &model.profile_id).extend());
         }
-        Ok(Opportunity(
-            opportunities::insert(&db.write, model).await.gql()?,
-        ))
+        let saved = opportunities::insert(&api.db.write, model.clone()).await;
+        api.cache.invalidate(&[
+            Tag::Opportunities,
+            Tag::ProfileOpportunities(&model.profile_id),
+        ]);
+        Ok(Opportunity(saved.gql()?))
     }
 
     /// Creates many opportunities in one transaction: all of them or none.
@@ -612,11 +642,11 @@ impl OpportunityMutation {
         #[graphql(desc = "The new opportunities (1 to 1000).")] inputs: Vec<CreateOpportunityInput>,
     ) -> Result<Vec<Opportunity>> {
         let models = parse_batch(inputs, CreateOpportunityInput::into_model).gql()?;
-        let db = &ApiContext::of(ctx).db;
+        let api = ApiContext::of(ctx);
         let mut ids: Vec<String> = models.iter().map(|m| m.profile_id.clone()).collect();
         ids.sort();
         ids.dedup();
-        let found = profiles::by_ids(&db.read, &ids).await.gql()?;
+        let found = profiles::by_ids(&api.db.read, &ids).await.gql()?;
         let missing: Vec<String> = models
             .iter()
             .enumerate()
@@ -626,11 +656,16 @@ impl OpportunityMutation {
         if !missing.is_empty() {
             return Err(AppError::NotFound(missing.join("; ")).extend());
         }
-        let txn = db.write.begin().await.gql()?;
-        bulk::insert_many::<opportunity::Entity, _>(&txn, &models)
-            .await
-            .gql()?;
-        txn.commit().await.gql()?;
+        let written = async {
+            let txn = api.db.write.begin().await?;
+            bulk::insert_many::<opportunity::Entity, _>(&txn, &models).await?;
+            txn.commit().await
+        }
+        .await;
+        let mut tags = vec![Tag::Opportunities];
+        tags.extend(ids.iter().map(|id| Tag::ProfileOpportunities(id)));
+        api.cache.invalidate(&tags);
+        written.gql()?;
         Ok(models.into_iter().map(Opportunity).collect())
     }
 
@@ -641,16 +676,7 @@ impl OpportunityMutation {
         #[graphql(desc = "The opportunity's id.")] id: ID,
         #[graphql(desc = "The fields to change.")] input: UpdateOpportunityInput,
     ) -> Result<Opportunity> {
-        let db = &ApiContext::of(ctx).db;
-        let txn = db.write.begin().await.gql()?;
-        let mut model = opportunities::by_id(&txn, &id)
-            .await
-            .gql()?
-            .ok_or_else(|| AppError::not_found("opportunity", &id).extend())?;
-        input.apply_to(&mut model).gql()?;
-        let saved = opportunities::update(&txn, model).await.gql()?;
-        txn.commit().await.gql()?;
-        Ok(Opportunity(saved))
+        change_opportunity(ApiContext::of(ctx), &id, |model| input.apply_to(model)).await
     }
 
     /// Moves an opportunity to another funnel stage.
@@ -660,17 +686,12 @@ impl OpportunityMutation {
         #[graphql(desc = "The opportunity's id.")] id: ID,
         #[graphql(desc = "The stage to move to.")] stage: Stage,
     ) -> Result<Opportunity> {
-        let db = &ApiContext::of(ctx).db;
-        let txn = db.write.begin().await.gql()?;
-        let mut model = opportunities::by_id(&txn, &id)
-            .await
-            .gql()?
-            .ok_or_else(|| AppError::not_found("opportunity", &id).extend())?;
-        model.current_stage = stage.as_str().to_owned();
-        model.updated_at = now();
-        let saved = opportunities::update(&txn, model).await.gql()?;
-        txn.commit().await.gql()?;
-        Ok(Opportunity(saved))
+        change_opportunity(ApiContext::of(ctx), &id, |model| {
+            model.current_stage = stage.as_str().to_owned();
+            model.updated_at = now();
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes an opportunity; returns the deleted id.
@@ -679,11 +700,49 @@ impl OpportunityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The opportunity's id.")] id: ID,
     ) -> Result<ID> {
-        let db = &ApiContext::of(ctx).db;
-        if opportunities::delete(&db.write, &id).await.gql()? {
-            Ok(id)
-        } else {
-            Err(AppError::not_found("opportunity", &id).extend())
+        let api = ApiContext::of(ctx);
+        let deleted = async {
+            let txn = api.db.write.begin().await?;
+            let model = opportunities::by_id(&txn, &id)
+                .await?
+                .ok_or_else(|| AppError::not_found("opportunity", &id))?;
+            opportunities::delete(&txn, &id).await?;
+            txn.commit().await?;
+            AppResult::Ok(model.profile_id)
         }
+        .await;
+        if let Ok(profile_id) = &deleted {
+            api.cache
+                .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)]);
+        }
+        deleted.gql()?;
+        Ok(id)
     }
+}
+
+/// Loads an opportunity, applies `change`, writes it back in one transaction,
+/// and invalidates what depends on it.
+async fn change_opportunity(
+    api: &ApiContext,
+    id: &str,
+    change: impl FnOnce(&mut opportunity::Model) -> AppResult<()>,
+) -> Result<Opportunity> {
+    let saved = async {
+        let txn = api.db.write.begin().await?;
+        let mut model = opportunities::by_id(&txn, id)
+            .await?
+            .ok_or_else(|| AppError::not_found("opportunity", id))?;
+        change(&mut model)?;
+        let saved = opportunities::update(&txn, model).await?;
+        txn.commit().await?;
+        AppResult::Ok(saved)
+    }
+    .await;
+    if let Ok(saved) = &saved {
+        api.cache.invalidate(&[
+            Tag::Opportunities,
+            Tag::ProfileOpportunities(&saved.profile_id),
+        ]);
+    }
+    Ok(Opportunity(saved.gql()?))
 }

@@ -15,6 +15,7 @@ use super::connection::{OrderDirection, PageInfo};
 use super::loaders::{CountKey, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total};
 use super::{ApiContext, parse_list};
+use crate::cache::Tag;
 use crate::domain::{
     DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode, parse_amount,
     parse_ntee_major_group, parse_text,
@@ -408,7 +409,14 @@ impl ProfileConnection {
     }
     /// Profiles in the whole list (all pages); computed only when asked for.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        profiles::count(&ApiContext::of(ctx).db.read, &self.filter)
+        let api = ApiContext::of(ctx);
+        api.cache
+            .get_or_load(
+                "profiles.totalCount",
+                &self.filter,
+                &[Tag::Profiles],
+                || async { Ok(profiles::count(&api.db.read, &self.filter).await?) },
+            )
             .await
             .gql()
     }
@@ -425,8 +433,14 @@ impl ProfileQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The profile's id.")] id: ID,
     ) -> Result<Option<Profile>> {
-        let db = &ApiContext::of(ctx).db;
-        let found = profiles::by_id(&db.read, &id).await.gql()?;
+        let api = ApiContext::of(ctx);
+        let found = api
+            .cache
+            .get_or_load("profile", &id.0, &[Tag::Profile(&id)], || async {
+                Ok(profiles::by_id(&api.db.read, &id).await?)
+            })
+            .await
+            .gql()?;
         Ok(found.map(Profile))
     }
 
@@ -436,9 +450,16 @@ impl ProfileQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The EIN, with or without dash.")] ein: String,
     ) -> Result<Option<Profile>> {
-        let ein = Ein::parse(&ein).gql()?;
-        let db = &ApiContext::of(ctx).db;
-        let found = profiles::by_ein(&db.read, &ein.into_inner()).await.gql()?;
+        let ein = Ein::parse(&ein).gql()?.into_inner();
+        let api = ApiContext::of(ctx);
+        // Any profile change may move an EIN, so this depends on all of them.
+        let found = api
+            .cache
+            .get_or_load("profileByEin", &ein, &[Tag::Profiles], || async {
+                Ok(profiles::by_ein(&api.db.read, &ein).await?)
+            })
+            .await
+            .gql()?;
         Ok(found.map(Profile))
     }
 
@@ -461,18 +482,44 @@ impl ProfileQuery {
         let order = ProfileOrder::parse(order_by);
         let request = api.page(first, after, last, before).gql()?;
         let keys = profiles::sort_keys(&order);
-        let fetched = profiles::page(&api.db.read, &filter, &keys, &request)
+        let by_count = order
+            .iter()
+            .any(|(f, _)| *f == ProfileOrderField::OpportunitiesCount);
+        // Sorting by count makes the page depend on every opportunity too.
+        let tags: &[Tag] = if by_count {
+            &[Tag::Profiles, Tag::Opportunities]
+        } else {
+            &[Tag::Profiles]
+        };
+        let CachedProfilePage { fetched, counts } = api
+            .cache
+            .get_or_load("profiles", &(&filter, &order, &request), tags, || async {
+                let fetched = profiles::page(&api.db.read, &filter, &keys, &request).await?;
+                let counts = if by_count {
+                    page_counts(api, &fetched.rows).await?
+                } else {
+                    HashMap::new()
+                };
+                Ok(CachedProfilePage { fetched, counts })
+            })
             .await
             .gql()?;
         let loaders = ctx.data_unchecked::<Loaders>();
-        let counts = if order
-            .iter()
-            .any(|(f, _)| *f == ProfileOrderField::OpportunitiesCount)
-        {
-            page_counts(ctx, loaders, &fetched.rows).await?
-        } else {
-            HashMap::new()
-        };
+        if by_count {
+            let all = Arc::new(OpportunityFilter::default());
+            loaders
+                .counts
+                .feed_many(counts.iter().map(|(id, n)| {
+                    (
+                        CountKey {
+                            profile_id: id.clone(),
+                            filter: all.clone(),
+                        },
+                        *n,
+                    )
+                }))
+                .await;
+        }
         // Nested `opportunity { profile }` fields find these without a query.
         loaders
             .profiles
@@ -486,36 +533,19 @@ impl ProfileQuery {
     }
 }
 
-/// Unfiltered opportunity counts of a page's profiles (their cursors need
-/// them when the list is sorted by count), fed to the count loader so that
-/// `opportunitiesCount` costs nothing more.
-async fn page_counts(
-    ctx: &Context<'_>,
-    loaders: &Loaders,
-    rows: &[profile::Model],
-) -> Result<HashMap<String, u64>> {
+/// A cached root page: its rows and, when sorted by count, their counts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedProfilePage {
+    fetched: page::Fetched<profile::Model>,
+    counts: HashMap<String, u64>,
+}
+
+/// Unfiltered opportunity counts of a page's profiles: their cursors need
+/// them when the list is sorted by count. They are fed to the count loader,
+/// so `opportunitiesCount` then costs nothing more.
+async fn page_counts(api: &ApiContext, rows: &[profile::Model]) -> AppResult<HashMap<String, u64>> {
     let ids: Vec<String> = rows.iter().map(|p| p.id.clone()).collect();
-    let counts = opportunities::counts_by_profile(
-        &ApiContext::of(ctx).db.read,
-        &ids,
-        &OpportunityFilter::default(),
-    )
-    .await
-    .gql()?;
-    let all = Arc::new(OpportunityFilter::default());
-    loaders
-        .counts
-        .feed_many(counts.iter().map(|(id, n)| {
-            (
-                CountKey {
-                    profile_id: id.clone(),
-                    filter: all.clone(),
-                },
-                *n,
-            )
-        }))
-        .await;
-    Ok(counts)
+    Ok(opportunities::counts_by_profile(&api.db.read, &ids, &OpportunityFilter::default()).await?)
 }
 
 impl ProfileConnection {
@@ -775,9 +805,11 @@ impl ProfileMutation {
         #[graphql(desc = "The new profile's fields.")] input: CreateProfileInput,
     ) -> Result<Profile> {
         let model = input.into_model().gql()?;
-        let db = &ApiContext::of(ctx).db;
-        let saved = profiles::insert(&db.write, model).await.gql()?;
-        Ok(Profile(saved))
+        let api = ApiContext::of(ctx);
+        let saved = profiles::insert(&api.db.write, model.clone()).await;
+        api.cache
+            .invalidate(&[Tag::Profiles, Tag::Profile(&model.id)]);
+        Ok(Profile(saved.gql()?))
     }
 
     /// Creates many profiles in one transaction: all of them or none. Errors
@@ -788,13 +820,18 @@ impl ProfileMutation {
         #[graphql(desc = "The new profiles (1 to 1000).")] inputs: Vec<CreateProfileInput>,
     ) -> Result<Vec<Profile>> {
         let models = parse_batch(inputs, CreateProfileInput::into_model).gql()?;
-        let db = &ApiContext::of(ctx).db;
-        check_unique_eins(db, &models).await.gql()?;
-        let txn = db.write.begin().await.gql()?;
-        bulk::insert_many::<profile::Entity, _>(&txn, &models)
-            .await
-            .gql()?;
-        txn.commit().await.gql()?;
+        let api = ApiContext::of(ctx);
+        check_unique_eins(&api.db, &models).await.gql()?;
+        let written = async {
+            let txn = api.db.write.begin().await?;
+            bulk::insert_many::<profile::Entity, _>(&txn, &models).await?;
+            txn.commit().await
+        }
+        .await;
+        let mut tags = vec![Tag::Profiles];
+        tags.extend(models.iter().map(|m| Tag::Profile(&m.id)));
+        api.cache.invalidate(&tags);
+        written.gql()?;
         Ok(models.into_iter().map(Profile).collect())
     }
 
@@ -805,16 +842,20 @@ impl ProfileMutation {
         #[graphql(desc = "The profile's id.")] id: ID,
         #[graphql(desc = "The fields to change.")] input: UpdateProfileInput,
     ) -> Result<Profile> {
-        let db = &ApiContext::of(ctx).db;
-        let txn = db.write.begin().await.gql()?;
-        let mut model = profiles::by_id(&txn, &id)
-            .await
-            .gql()?
-            .ok_or_else(|| AppError::not_found("profile", &id).extend())?;
-        input.apply_to(&mut model).gql()?;
-        let saved = profiles::update(&txn, model).await.gql()?;
-        txn.commit().await.gql()?;
-        Ok(Profile(saved))
+        let api = ApiContext::of(ctx);
+        let saved = async {
+            let txn = api.db.write.begin().await?;
+            let mut model = profiles::by_id(&txn, &id)
+                .await?
+                .ok_or_else(|| AppError::not_found("profile", &id))?;
+            input.apply_to(&mut model)?;
+            let saved = profiles::update(&txn, model).await?;
+            txn.commit().await?;
+            AppResult::Ok(saved)
+        }
+        .await;
+        api.cache.invalidate(&[Tag::Profiles, Tag::Profile(&id)]);
+        Ok(Profile(saved.gql()?))
     }
 
     /// Deletes a profile and its opportunities; returns the deleted id.
@@ -823,8 +864,16 @@ impl ProfileMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The profile's id.")] id: ID,
     ) -> Result<ID> {
-        let db = &ApiContext::of(ctx).db;
-        if profiles::delete(&db.write, &id).await.gql()? {
+        let api = ApiContext::of(ctx);
+        let deleted = profiles::delete(&api.db.write, &id).await;
+        // Its opportunities went with it (ON DELETE CASCADE).
+        api.cache.invalidate(&[
+            Tag::Profiles,
+            Tag::Profile(&id),
+            Tag::Opportunities,
+            Tag::ProfileOpportunities(&id),
+        ]);
+        if deleted.gql()? {
             Ok(id)
         } else {
             Err(AppError::not_found("profile", &id).extend())

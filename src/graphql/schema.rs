@@ -3,6 +3,7 @@
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use super::ApiContext;
+use super::cache_stats::CacheStatsQuery;
 use super::limits::RequestLimits;
 use super::opportunity::{OpportunityMutation, OpportunityQuery};
 use super::profile::{ProfileMutation, ProfileQuery};
@@ -10,7 +11,7 @@ use crate::config::ApiConfig;
 
 /// Every query of the API: profiles and opportunities, one by one or as Relay connections.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(ProfileQuery, OpportunityQuery);
+pub struct QueryRoot(ProfileQuery, OpportunityQuery, CacheStatsQuery);
 
 /// Every mutation of the API: create, change and delete profiles and opportunities.
 #[derive(MergedObject, Default)]

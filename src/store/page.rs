@@ -232,6 +232,7 @@ pub fn order_by<Q: sea_orm::QueryOrder>(mut query: Q, keys: &[SortKey], backward
 
 /// Rows fetched for a page: `limit + 1`, the extra one only telling whether
 /// there is more.
+#[derive(Serialize, Deserialize)]
 pub struct Fetched<T> {
     pub rows: Vec<T>,
     pub has_more: bool,

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use catalynx::config::{ApiConfig, DbConfig, ServeConfig};
+use catalynx::config::{ApiConfig, CacheConfig, DbConfig, ServeConfig};
 use catalynx::db::Db;
 use catalynx::server::RunningServer;
 use sea_orm::{ConnectionTrait, Statement};
@@ -132,12 +132,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on a fresh database of `backend`; `None` when that backend is not configured.
 pub async fn spawn_app_on(backend: Backend, api: ApiConfig) -> Option<TestApp> {
+    spawn_with(backend, api, CacheConfig::default()).await
+}
+
+/// A server with the given API and cache configuration.
+pub async fn spawn_with(backend: Backend, api: ApiConfig, cache: CacheConfig) -> Option<TestApp> {
     let test_db = TestDb::new(backend).await?;
     let db = test_db.connect().await;
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         demo: false,
         api,
+        cache,
     };
     let server = RunningServer::start(db.clone(), &config)
         .await

@@ -1,10 +1,10 @@
 //! A page costs a constant number of SQL statements whatever its size; with
 //! loaders off (the N+1 baseline) it grows with the page.
 
-use catalynx::config::ApiConfig;
+use catalynx::config::{ApiConfig, CacheConfig};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, seed, spawn_app_on};
+use crate::helpers::{Backend, TestApp, seed, spawn_with};
 
 const NESTED_PAGE: &str = "query($n: Int!) { profiles(first: $n) { totalCount nodes { opportunitiesCount opportunities(first: 5) { nodes { id profile { name } } } } } }";
 
@@ -29,8 +29,17 @@ async fn statements_per_page(app: &TestApp, sizes: &[i64]) -> Vec<u64> {
     counts
 }
 
+/// The cache would answer repeats without SQL; these tests count what the
+/// loaders send, so they run with it off.
+fn no_cache() -> CacheConfig {
+    CacheConfig {
+        cache_enabled: false,
+        ..CacheConfig::default()
+    }
+}
+
 async fn constant_with_loaders(backend: Backend) {
-    let Some(app) = spawn_app_on(backend, ApiConfig::default()).await else {
+    let Some(app) = spawn_with(backend, ApiConfig::default(), no_cache()).await else {
         return;
     };
     // 600 profiles, some with none, some with 2x the average opportunities.
@@ -50,7 +59,7 @@ async fn grows_without_loaders(backend: Backend) {
         disable_loaders: true,
         ..ApiConfig::default()
     };
-    let Some(app) = spawn_app_on(backend, api).await else {
+    let Some(app) = spawn_with(backend, api, no_cache()).await else {
         return;
     };
     seed(&app, 120, 6).await;

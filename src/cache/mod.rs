@@ -1,0 +1,434 @@
+//! The resolver cache: results stored as gzip-compressed MessagePack in
+//! memory, bounded by their stored bytes (moka, TinyLFU admission with LRU
+//! eviction), each with a TTL, and never stale after a write.
+//!
+//! # Invalidation
+//! Every entry records the *tags* its result depends on ("any profile",
+//! "the opportunities of profile X", ...) together with each tag's
+//! generation when the read began. A write bumps the generations of the tags
+//! it touches after it commits; a lookup whose recorded generations are no
+//! longer current is a miss. So a write invalidates every list, count and
+//! lookup that could include it in O(tags), without enumerating keys, and a
+//! read that began before a write can never store its older result under
+//! the newer generation (it checks before inserting, and lookups check again).
+
+pub mod codec;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache as Moka;
+use moka::notification::RemovalCause;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::CacheConfig;
+use crate::error::{AppError, AppResult};
+use codec::Codec;
+
+/// What a cached result depends on.
+#[derive(Clone, Debug, Hash)]
+pub enum Tag<'a> {
+    /// Any profile row (lists, totals, lookups by EIN).
+    Profiles,
+    /// Any opportunity row.
+    Opportunities,
+    /// One profile row.
+    Profile(&'a str),
+    /// The opportunities of one profile (its counts and nested pages).
+    ProfileOpportunities(&'a str),
+}
+
+/// Generation counters, striped: a tag maps to one of `SLOTS` counters. Two
+/// tags sharing a slot only cause an extra miss, never a stale hit, and the
+/// memory stays fixed however many ids are written.
+const SLOTS: usize = 1 << 16;
+
+struct Generations {
+    slots: Box<[AtomicU64]>,
+}
+
+impl Generations {
+    fn new() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn slot(tag: &Tag<'_>) -> u32 {
+        match tag {
+            Tag::Profiles => 0,
+            Tag::Opportunities => 1,
+            _ => {
+                // DefaultHasher::new() has fixed keys: every process maps a
+                // tag to the same slot.
+                let mut hasher = DefaultHasher::new();
+                tag.hash(&mut hasher);
+                2 + (hasher.finish() % (SLOTS as u64 - 2)) as u32
+            }
+        }
+    }
+
+    fn snapshot(&self, tags: &[Tag<'_>]) -> Deps {
+        tags.iter()
+            .map(|tag| {
+                let slot = Self::slot(tag);
+                (slot, self.slots[slot as usize].load(Ordering::Acquire))
+            })
+            .collect()
+    }
+
+    fn current(&self, deps: &[(u32, u64)]) -> bool {
+        deps.iter().all(|&(slot, generation)| {
+            self.slots[slot as usize].load(Ordering::Acquire) == generation
+        })
+    }
+
+    fn bump(&self, tags: &[Tag<'_>]) {
+        for tag in tags {
+            self.slots[Self::slot(tag) as usize].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+type Deps = Arc<[(u32, u64)]>;
+
+#[derive(Clone)]
+struct Entry {
+    bytes: Arc<[u8]>,
+    deps: Deps,
+    ttl: Duration,
+}
+
+struct EntryExpiry;
+
+impl Expiry<String, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// Counters for `cacheStats` and metrics.
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    stale: AtomicU64,
+    decode_failures: AtomicU64,
+    plain_bytes: AtomicU64,
+    stored_bytes: AtomicU64,
+    encode_nanos: AtomicU64,
+    encodes: AtomicU64,
+    decode_nanos: AtomicU64,
+    decodes: AtomicU64,
+}
+
+/// A snapshot of the cache's state.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub enabled: bool,
+    pub entries: u64,
+    pub stored_bytes: u64,
+    pub max_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    /// Entries found but invalidated by a write since they were stored.
+    pub stale: u64,
+    pub decode_failures: u64,
+    /// MessagePack bytes over stored bytes, over every value stored so far.
+    pub compression_ratio: f64,
+    pub default_ttl_seconds: u64,
+    pub avg_encode_micros: f64,
+    pub avg_decode_micros: f64,
+}
+
+/// A cheap-to-clone handle to the cache.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: bool,
+    store: Moka<String, Entry>,
+    generations: Generations,
+    codec: Codec,
+    default_ttl: Duration,
+    field_ttl: Vec<(String, Duration)>,
+    max_bytes: u64,
+    counters: Arc<Counters>,
+}
+
+/// Why a computed value was not stored; shared by every request that waited on it.
+enum NotStored {
+    /// A write bumped a generation while the value was loading.
+    Raced(Arc<[u8]>),
+    Failed(AppError),
+    Unencodable(AppError),
+}
+
+impl Cache {
+    pub fn new(config: &CacheConfig) -> Self {
+        let counters = Arc::new(Counters::default());
+        let listener_counters = counters.clone();
+        let store = Moka::builder()
+            .max_capacity(config.cache_max_bytes)
+            // Weighed by stored bytes plus the key, so the bound is in bytes.
+            .weigher(|key: &String, entry: &Entry| {
+                (entry.bytes.len() + key.len() + 64).min(u32::MAX as usize) as u32
+            })
+            .expire_after(EntryExpiry)
+            .eviction_listener(move |_key, _entry, cause| match cause {
+                RemovalCause::Size => {
+                    listener_counters.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Expired => {
+                    listener_counters
+                        .expirations
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                enabled: config.cache_enabled,
+                store,
+                generations: Generations::new(),
+                codec: Codec {
+                    level: config.cache_gzip_level,
+                    raw_below: config.cache_raw_below_bytes,
+                },
+                default_ttl: Duration::from_secs(config.cache_ttl_secs),
+                field_ttl: config.cache_field_ttl.0.clone(),
+                max_bytes: config.cache_max_bytes,
+                counters,
+            }),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    fn ttl(&self, field: &str) -> Duration {
+        self.inner
+            .field_ttl
+            .iter()
+            .find(|(name, _)| name == field)
+            .map_or(self.inner.default_ttl, |(_, ttl)| *ttl)
+    }
+
+    /// The cache key: the field and every argument after defaults, as JSON.
+    fn key(field: &str, args: &impl Serialize) -> String {
+        let mut key = String::with_capacity(64);
+        key.push_str(field);
+        key.push('\u{1f}');
+        key.push_str(&serde_json::to_string(args).expect("cache key arguments serialise"));
+        key
+    }
+
+    fn encode<T: Serialize>(&self, value: &T) -> AppResult<Arc<[u8]>> {
+        let started = Instant::now();
+        let encoded = self
+            .inner
+            .codec
+            .encode(value)
+            .map_err(|e| AppError::Internal(e.context("cache encode")))?;
+        let c = &self.inner.counters;
+        c.encode_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        c.encodes.fetch_add(1, Ordering::Relaxed);
+        c.plain_bytes
+            .fetch_add(encoded.plain_len as u64, Ordering::Relaxed);
+        c.stored_bytes
+            .fetch_add(encoded.bytes.len() as u64, Ordering::Relaxed);
+        Ok(encoded.bytes.into())
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
+        let started = Instant::now();
+        let value = self.inner.codec.decode(bytes);
+        let c = &self.inner.counters;
+        c.decode_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        c.decodes.fetch_add(1, Ordering::Relaxed);
+        if value.is_none() {
+            c.decode_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(key, "cached value failed to decode; dropped");
+        }
+        value
+    }
+
+    /// A current, decodable entry for `key`, or `None` (dropping what is there).
+    async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let entry = self.inner.store.get(key).await?;
+        if !self.inner.generations.current(&entry.deps) {
+            self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
+            self.inner.store.invalidate(key).await;
+            return None;
+        }
+        let value = self.decode(key, &entry.bytes);
+        if value.is_none() {
+            self.inner.store.invalidate(key).await;
+        }
+        value
+    }
+
+    /// The cached result of `field(args)`, or `load`'s result, stored unless a
+    /// write to one of `tags` happened meanwhile. Concurrent misses on one key
+    /// load once.
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        field: &'static str,
+        args: &impl Serialize,
+        tags: &[Tag<'_>],
+        load: F,
+    ) -> AppResult<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        if !self.inner.enabled {
+            return load().await;
+        }
+        let key = Self::key(field, args);
+        if let Some(value) = self.lookup(&key).await {
+            self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let deps = self.inner.generations.snapshot(tags);
+        let ttl = self.ttl(field);
+        let loaded = self
+            .inner
+            .store
+            .try_get_with(key.clone(), async {
+                let value = load().await.map_err(NotStored::Failed)?;
+                let bytes = self.encode(&value).map_err(NotStored::Unencodable)?;
+                if self.inner.generations.current(&deps) {
+                    Ok(Entry { bytes, deps, ttl })
+                } else {
+                    Err(NotStored::Raced(bytes))
+                }
+            })
+            .await;
+        let bytes = match loaded {
+            Ok(entry) => entry.bytes,
+            Err(shared) => match &*shared {
+                NotStored::Raced(bytes) => bytes.clone(),
+                NotStored::Failed(e) | NotStored::Unencodable(e) => return Err(e.shared()),
+            },
+        };
+        self.decode(&key, &bytes).ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "a value just encoded failed to decode ({field})"
+            ))
+        })
+    }
+
+    /// Batch form for DataLoaders: answers what it can from the cache and
+    /// loads only the missing keys, in one call to `load`.
+    pub async fn get_or_load_many<K, T, F, Fut>(
+        &self,
+        field: &'static str,
+        keys: &[K],
+        describe: impl Fn(&K) -> (String, Vec<Tag<'_>>),
+        load: F,
+    ) -> AppResult<std::collections::HashMap<K, T>>
+    where
+        K: Clone + Eq + std::hash::Hash,
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = AppResult<std::collections::HashMap<K, T>>>,
+    {
+        if !self.inner.enabled {
+            return load(keys.to_vec()).await;
+        }
+        let mut found = std::collections::HashMap::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        let mut pending = Vec::new();
+        for k in keys {
+            let (args, tags) = describe(k);
+            let key = Self::key(field, &args);
+            match self.lookup::<T>(&key).await {
+                Some(value) => {
+                    found.insert(k.clone(), value);
+                }
+                None => {
+                    pending.push((key, self.inner.generations.snapshot(&tags)));
+                    missing.push(k.clone());
+                }
+            }
+        }
+        let c = &self.inner.counters;
+        c.hits.fetch_add(found.len() as u64, Ordering::Relaxed);
+        c.misses.fetch_add(missing.len() as u64, Ordering::Relaxed);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let mut loaded = load(missing.clone()).await?;
+        let ttl = self.ttl(field);
+        for (k, (key, deps)) in missing.iter().zip(pending) {
+            let Some(value) = loaded.remove(k) else {
+                continue;
+            };
+            if self.inner.generations.current(&deps) {
+                let bytes = self.encode(&value)?;
+                self.inner
+                    .store
+                    .insert(key, Entry { bytes, deps, ttl })
+                    .await;
+            }
+            found.insert(k.clone(), value);
+        }
+        Ok(found)
+    }
+
+    /// Invalidates every result that depends on `tags`. Called by each write
+    /// after it commits and before its response is sent.
+    pub fn invalidate(&self, tags: &[Tag<'_>]) {
+        self.inner.generations.bump(tags);
+    }
+
+    pub async fn stats(&self) -> Stats {
+        self.inner.store.run_pending_tasks().await;
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let avg = |nanos: &AtomicU64, n: &AtomicU64| {
+            if load(n) == 0 {
+                0.0
+            } else {
+                load(nanos) as f64 / load(n) as f64 / 1000.0
+            }
+        };
+        Stats {
+            enabled: self.inner.enabled,
+            entries: self.inner.store.entry_count(),
+            stored_bytes: self.inner.store.weighted_size(),
+            max_bytes: self.inner.max_bytes,
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            evictions: load(&c.evictions),
+            expirations: load(&c.expirations),
+            stale: load(&c.stale),
+            decode_failures: load(&c.decode_failures),
+            compression_ratio: if load(&c.stored_bytes) == 0 {
+                1.0
+            } else {
+                load(&c.plain_bytes) as f64 / load(&c.stored_bytes) as f64
+            },
+            default_ttl_seconds: self.inner.default_ttl.as_secs(),
+            avg_encode_micros: avg(&c.encode_nanos, &c.encodes),
+            avg_decode_micros: avg(&c.decode_nanos, &c.decodes),
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The resolver cache: zero SQL on a cached repeat, never stale after a
+//! write, TTL, byte bound, single flight, and the race between reads and writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use catalynx::config::{ApiConfig, CacheConfig};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, create_opportunity, create_profile, seed, spawn_with};
+use crate::on_both;
+
+const NESTED_PAGE: &str = "{ profiles(first: 20) { totalCount nodes { name opportunitiesCount opportunities(first: 5) { nodes { id overallScore profile { name } } } } } }";
+
+fn cache_on() -> CacheConfig {
+    CacheConfig {
+        cache_enabled: true,
+        ..CacheConfig::default()
+    }
+}
+
+async fn stats(app: &TestApp) -> Value {
+    app.data(
+        "{ cacheStats { enabled entries storedBytes maxBytes utilisationPercent hits misses hitRatio evictions expirations invalidated compressionRatio ttlSeconds } }",
+        Value::Null,
+    )
+    .await["cacheStats"]
+        .clone()
+}
+
+async fn cached_repeat_sends_no_sql(backend: Backend) {
+    let Some(app) = spawn_with(backend, ApiConfig::default(), cache_on()).await else {
+        return;
+    };
+    seed(&app, 40, 5).await;
+    let (first, cold) = app.statements_of(app.data(NESTED_PAGE, Value::Null)).await;
+    let (second, warm) = app.statements_of(app.data(NESTED_PAGE, Value::Null)).await;
+    assert!(cold > 0);
+    assert_eq!(warm, 0, "a fully cached repeat sends no SQL");
+    assert_eq!(first, second, "the cache returns the same data");
+    let s = stats(&app).await;
+    assert!(
+        s["hits"].as_u64().unwrap() > 0 && s["entries"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    assert!(s["compressionRatio"].as_f64().unwrap() > 1.0, "{s}");
+    // Same query, other arguments: another entry, not a shared one.
+    let (other, sent) = app
+        .statements_of(app.data("{ profiles(first: 3) { nodes { name } } }", Value::Null))
+        .await;
+    assert!(sent > 0, "first: 3 is not first: 20");
+    assert_eq!(other["profiles"]["nodes"].as_array().unwrap().len(), 3);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_repeat_sends_no_sql_on_sqlite() {
+    cached_repeat_sends_no_sql(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_repeat_sends_no_sql_on_postgres() {
+    cached_repeat_sends_no_sql(Backend::Postgres).await;
+}
+
+/// Every kind of read, warmed into the cache, shows every kind of write at once.
+async fn writes_invalidate_what_they_affect(app: &TestApp) {
+    let empty = "{ profiles(first: 10) { totalCount nodes { name } } opportunities(first: 10) { totalCount nodes { organizationName } } }";
+    // Cached empty lists must show the first rows.
+    assert_eq!(
+        app.data(empty, Value::Null).await["profiles"]["totalCount"],
+        0
+    );
+    assert_eq!(
+        app.data(empty, Value::Null).await["opportunities"]["totalCount"],
+        0
+    );
+    let p = create_profile(app, json!({ "name": "Harbor Arts", "ein": "12-3456789" })).await;
+    let listed = app.data(empty, Value::Null).await;
+    assert_eq!(
+        listed["profiles"]["nodes"],
+        json!([{ "name": "Harbor Arts" }])
+    );
+    assert_eq!(listed["opportunities"]["totalCount"], 0);
+
+    let one = "query($id: ID!) { profile(id: $id) { name opportunitiesCount opportunities(first: 3) { totalCount nodes { organizationName overallScore currentStage } } } profileByEin(ein: \"123456789\") { name } }";
+    let warm = app.data(one, json!({ "id": p })).await;
+    assert_eq!(warm["profile"]["opportunitiesCount"], 0);
+    let o = create_opportunity(
+        app,
+        json!({ "profileId": p, "organizationName": "Kresge", "overallScore": 0.4 }),
+    )
+    .await;
+    let after_insert = app.data(one, json!({ "id": p })).await;
+    assert_eq!(
+        after_insert["profile"]["opportunitiesCount"], 1,
+        "count invalidated"
+    );
+    assert_eq!(
+        after_insert["profile"]["opportunities"]["nodes"][0]["organizationName"], "Kresge",
+        "nested page invalidated"
+    );
+    assert_eq!(
+        app.data(empty, Value::Null).await["opportunities"]["totalCount"],
+        1,
+        "root list invalidated"
+    );
+
+    app.data(
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { overallScore: 0.9 }) { id } }",
+        json!({ "id": o }),
+    )
+    .await;
+    app.data(
+        "mutation($id: ID!) { moveOpportunityStage(id: $id, stage: TARGETS) { id } }",
+        json!({ "id": o }),
+    )
+    .await;
+    let after_update = app.data(one, json!({ "id": p })).await;
+    assert_eq!(
+        after_update["profile"]["opportunities"]["nodes"][0],
+        json!({ "organizationName": "Kresge", "overallScore": 0.9, "currentStage": "TARGETS" })
+    );
+    let lookup = "query($id: ID!) { opportunity(id: $id) { overallScore profile { name } } }";
+    assert_eq!(
+        app.data(lookup, json!({ "id": o })).await["opportunity"]["profile"]["name"],
+        "Harbor Arts"
+    );
+
+    app.data("mutation($id: ID!) { updateProfile(id: $id, input: { name: \"Harbor Arts Council\", ein: \"98-7654321\" }) { id } }", json!({ "id": p })).await;
+    let renamed = app.data(one, json!({ "id": p })).await;
+    assert_eq!(renamed["profile"]["name"], "Harbor Arts Council");
+    assert_eq!(
+        renamed["profileByEin"],
+        Value::Null,
+        "lookup by the old EIN invalidated"
+    );
+    assert_eq!(
+        app.data(lookup, json!({ "id": o })).await["opportunity"]["profile"]["name"],
+        "Harbor Arts Council",
+        "parent via loader invalidated"
+    );
+
+    app.data(
+        "mutation($id: ID!) { deleteOpportunity(id: $id) }",
+        json!({ "id": o }),
+    )
+    .await;
+    assert_eq!(
+        app.data(one, json!({ "id": p })).await["profile"]["opportunitiesCount"],
+        0
+    );
+    assert_eq!(
+        app.data(lookup, json!({ "id": o })).await["opportunity"],
+        Value::Null
+    );
+
+    let o2 = create_opportunity(app, json!({ "profileId": p, "organizationName": "Mott" })).await;
+    assert_eq!(
+        app.data(lookup, json!({ "id": o2 })).await["opportunity"]["profile"]["name"],
+        "Harbor Arts Council"
+    );
+    app.data(
+        "mutation($id: ID!) { deleteProfile(id: $id) }",
+        json!({ "id": p }),
+    )
+    .await;
+    assert_eq!(
+        app.data(one, json!({ "id": p })).await["profile"],
+        Value::Null
+    );
+    assert_eq!(
+        app.data(lookup, json!({ "id": o2 })).await["opportunity"],
+        Value::Null,
+        "cascaded delete invalidated"
+    );
+    let gone = app.data(empty, Value::Null).await;
+    assert_eq!(
+        (
+            gone["profiles"]["totalCount"].clone(),
+            gone["opportunities"]["totalCount"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+
+    let batch = app
+        .data(
+            "mutation { createProfiles(inputs: [{ name: \"B1\" }, { name: \"B2\" }]) { id } }",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        app.data(empty, Value::Null).await["profiles"]["totalCount"],
+        2
+    );
+    let owner = batch["createProfiles"][0]["id"].as_str().unwrap();
+    let q = "query($id: ID!) { profile(id: $id) { opportunitiesCount } }";
+    assert_eq!(
+        app.data(q, json!({ "id": owner })).await["profile"]["opportunitiesCount"],
+        0
+    );
+    app.data(
+        "mutation($id: ID!) { createOpportunities(inputs: [{ profileId: $id, organizationName: \"X\" }, { profileId: $id, organizationName: \"Y\" }]) { id } }",
+        json!({ "id": owner }),
+    )
+    .await;
+    assert_eq!(
+        app.data(q, json!({ "id": owner })).await["profile"]["opportunitiesCount"],
+        2
+    );
+}
+on_both!(
+    writes_invalidate_what_they_affect_,
+    writes_invalidate_what_they_affect
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_their_ttl() {
+    let cache = CacheConfig {
+        cache_ttl_secs: 1,
+        ..cache_on()
+    };
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
+        .await
+        .unwrap();
+    seed(&app, 5, 1).await;
+    let q = "{ profiles(first: 5) { totalCount } }";
+    app.data(q, Value::Null).await;
+    assert_eq!(
+        app.statements_of(app.data(q, Value::Null)).await.1,
+        0,
+        "cached"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        app.statements_of(app.data(q, Value::Null)).await.1 > 0,
+        "expired after 1 s"
+    );
+    assert!(stats(&app).await["expirations"].as_u64().unwrap() > 0);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_ttl_overrides_the_default() {
+    let cache = CacheConfig {
+        cache_ttl_secs: 300,
+        cache_field_ttl: catalynx::config::FieldTtls(vec![(
+            "profiles.totalCount".into(),
+            Duration::from_secs(1),
+        )]),
+        ..cache_on()
+    };
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
+        .await
+        .unwrap();
+    seed(&app, 5, 1).await;
+    let q = "{ profiles(first: 5) { totalCount nodes { name } } }";
+    app.data(q, Value::Null).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // Only the total expired: one statement, the count.
+    assert_eq!(app.statements_of(app.data(q, Value::Null)).await.1, 1);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_bytes_stay_within_the_bound() {
+    let max = 48 * 1024;
+    let cache = CacheConfig {
+        cache_max_bytes: max,
+        ..cache_on()
+    };
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
+        .await
+        .unwrap();
+    seed(&app, 200, 3).await;
+    for first in 1..=60 {
+        app.data(
+            &format!("{{ profiles(first: {first}) {{ nodes {{ name missionStatement }} }} }}"),
+            Value::Null,
+        )
+        .await;
+    }
+    let s = stats(&app).await;
+    assert!(s["storedBytes"].as_u64().unwrap() <= max, "{s}");
+    assert!(s["evictions"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["maxBytes"].as_u64().unwrap(), max);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_on_one_key_load_once() {
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache_on())
+        .await
+        .unwrap();
+    seed(&app, 300, 2).await;
+    let q = json!({ "query": "{ profiles(first: 100, orderBy: [{field: OPPORTUNITIES_COUNT}]) { totalCount } }" });
+    let before = app.db.statement_count();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, url, q) = (app.client.clone(), app.url("/graphql"), q.clone());
+        requests.spawn(async move {
+            client
+                .post(url)
+                .json(&q)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        });
+    }
+    let answers = requests.join_all().await;
+    let sent = app.db.statement_count() - before;
+    assert!(
+        answers
+            .windows(2)
+            .all(|w| w[0] == w[1] && w[0].get("errors").is_none()),
+        "{answers:?}"
+    );
+    // One page (plus its counts) and one total, however many asked at once.
+    assert!(
+        sent <= 3,
+        "16 concurrent identical requests sent {sent} statements"
+    );
+    app.finish().await;
+}
+
+/// Writers and readers in parallel for a few seconds: once a write is
+/// acknowledged, no later read may return older data.
+async fn no_stale_read_after_a_write(backend: Backend) {
+    let Some(app) = spawn_with(backend, ApiConfig::default(), cache_on()).await else {
+        return;
+    };
+    let app = Arc::new(app);
+    let p = create_profile(&app, json!({ "name": "v0" })).await;
+    let acked_version = Arc::new(AtomicU64::new(0));
+    let acked_count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stale = Arc::new(AtomicU64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let q = "query($id: ID!) { profile(id: $id) { name opportunitiesCount opportunities(first: 50) { totalCount } } profiles(first: 5) { nodes { name opportunitiesCount } } }";
+
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (app, p, acked_version, acked_count, stop, stale, reads) = (
+            app.clone(),
+            p.clone(),
+            acked_version.clone(),
+            acked_count.clone(),
+            stop.clone(),
+            stale.clone(),
+            reads.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                // What was acknowledged before this read began.
+                let min_version = acked_version.load(Ordering::Acquire);
+                let min_count = acked_count.load(Ordering::Acquire);
+                let data = app.data(q, json!({ "id": p })).await;
+                let version: u64 = data["profile"]["name"].as_str().unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                let listed: u64 = data["profiles"]["nodes"][0]["name"].as_str().unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                let count = data["profile"]["opportunitiesCount"].as_u64().unwrap();
+                let total = data["profile"]["opportunities"]["totalCount"]
+                    .as_u64()
+                    .unwrap();
+                let listed_count = data["profiles"]["nodes"][0]["opportunitiesCount"]
+                    .as_u64()
+                    .unwrap();
+                if version < min_version
+                    || listed < min_version
+                    || count < min_count
+                    || total < min_count
+                    || listed_count < min_count
+                {
+                    stale.fetch_add(1, Ordering::Relaxed);
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut version = 0;
+    let mut count = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        version += 1;
+        app.data("mutation($id: ID!, $n: String!) { updateProfile(id: $id, input: { name: $n }) { id } }", json!({ "id": p, "n": format!("v{version}") }))
+            .await;
+        acked_version.store(version, Ordering::Release);
+        create_opportunity(
+            &app,
+            json!({ "profileId": p, "organizationName": format!("F{version}") }),
+        )
+        .await;
+        count += 1;
+        acked_count.store(count, Ordering::Release);
+    }
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let (reads, stale) = (reads.load(Ordering::Relaxed), stale.load(Ordering::Relaxed));
+    eprintln!("{backend:?}: {version} writes, {reads} reads, {stale} stale");
+    assert!(
+        reads > 50 && version > 10,
+        "too little load to show anything: {reads} reads, {version} writes"
+    );
+    assert_eq!(stale, 0, "reads older than an acknowledged write");
+    Arc::try_unwrap(app)
+        .ok()
+        .expect("readers done")
+        .finish()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_read_after_a_write_on_sqlite() {
+    no_stale_read_after_a_write(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_read_after_a_write_on_postgres() {
+    no_stale_read_after_a_write(Backend::Postgres).await;
+}
