@@ -180,6 +180,10 @@ pub struct CacheConfig {
     /// Values whose MessagePack form is smaller than this are stored uncompressed.
     #[arg(long, env = "CATALYNX_CACHE_RAW_BELOW_BYTES", default_value_t = 128)]
     pub cache_raw_below_bytes: usize,
+    /// Also keep entries in this directory, so that a restart starts warm
+    /// (bounded by the same byte budget).
+    #[arg(long, env = "CATALYNX_CACHE_DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CacheConfig {

@@ -226,7 +226,8 @@ impl RunningServer {
             )
         })?;
         let addr = listener.local_addr()?;
-        let state = AppState::new(db, config.api.clone(), Cache::new(&config.cache));
+        let cache = Cache::open(&config.cache, &db).await;
+        let state = AppState::new(db, config.api.clone(), cache);
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
         let router = app(state.clone());
         let task = tokio::spawn(async move {
@@ -248,6 +249,8 @@ impl RunningServer {
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
         self.task.await??;
+        // No request runs any more: the persistent cache matches the database.
+        self.state.cache().seal(self.state.db()).await;
         Ok(())
     }
 }

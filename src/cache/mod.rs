@@ -13,6 +13,7 @@
 //! the newer generation (it checks before inserting, and lookups check again).
 
 pub mod codec;
+pub mod disk;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -145,6 +146,8 @@ pub struct Stats {
     /// MessagePack bytes over stored bytes, over every value stored so far.
     pub compression_ratio: f64,
     pub default_ttl_seconds: u64,
+    /// Bytes in the persistent tier (0 without `--cache-dir`).
+    pub disk_bytes: u64,
     pub avg_encode_micros: f64,
     pub avg_decode_micros: f64,
 }
@@ -164,6 +167,9 @@ struct Inner {
     field_ttl: Vec<(String, Duration)>,
     max_bytes: u64,
     counters: Arc<Counters>,
+    disk: Option<Arc<disk::DiskTier>>,
+    /// Disk writes still running in the background.
+    pending_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a computed value was not stored; shared by every request that waited on it.
@@ -210,7 +216,113 @@ impl Cache {
                 field_ttl: config.cache_field_ttl.0.clone(),
                 max_bytes: config.cache_max_bytes,
                 counters,
+                disk: None,
+                pending_writes: Default::default(),
             }),
+        }
+    }
+
+    /// The cache with its persistent tier when `--cache-dir` is set. A
+    /// directory that cannot be used is logged and the cache runs in memory.
+    pub async fn open(config: &CacheConfig, db: &crate::db::Db) -> Self {
+        let mut cache = Self::new(config);
+        let Some(dir) = config.cache_dir.clone().filter(|_| config.cache_enabled) else {
+            return cache;
+        };
+        let fingerprint = match crate::store::fingerprint(&db.read).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot fingerprint the database; cache directory not used");
+                return cache;
+            }
+        };
+        let budget = config.cache_max_bytes;
+        let opened = tokio::task::spawn_blocking(move || {
+            disk::DiskTier::open(&dir, budget, &fingerprint).map(|t| (t, dir))
+        })
+        .await;
+        match opened {
+            Ok(Ok((tier, dir))) => {
+                tracing::info!(dir = %dir.display(), entries = tier.1, "cache directory opened");
+                Arc::get_mut(&mut cache.inner).expect("not shared yet").disk =
+                    Some(Arc::new(tier.0));
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cache directory unusable; caching in memory only")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cache directory scan failed; caching in memory only")
+            }
+        }
+        cache
+    }
+
+    /// Records that the persistent tier matches the database as it is now;
+    /// called after the last request of a clean shutdown.
+    pub async fn seal(&self, db: &crate::db::Db) {
+        let Some(disk) = self.inner.disk.clone() else {
+            return;
+        };
+        // Let background writes land first (bounded, should the disk hang).
+        for _ in 0..500 {
+            if self.inner.pending_writes.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match crate::store::fingerprint(&db.read).await {
+            Ok(fingerprint) => {
+                let _ = tokio::task::spawn_blocking(move || disk.seal(&fingerprint)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fingerprint the database; the next start will be cold")
+            }
+        }
+    }
+
+    /// Stores an entry in memory and, off the request path, on disk.
+    async fn store(&self, key: String, entry: Entry) {
+        self.persist(&key, &entry);
+        self.inner.store.insert(key, entry).await;
+    }
+
+    /// Writes an entry to the persistent tier in the background.
+    fn persist(&self, key: &str, entry: &Entry) {
+        if let Some(disk) = self.inner.disk.clone() {
+            let (key, entry) = (key.to_owned(), entry.clone());
+            let pending = self.inner.pending_writes.clone();
+            pending.fetch_add(1, Ordering::AcqRel);
+            tokio::task::spawn_blocking(move || {
+                disk.put(&key, &entry.bytes, &entry.deps, entry.ttl);
+                pending.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    /// An entry from the persistent tier, promoted to memory.
+    async fn promote_from_disk(&self, key: &str) -> Option<Entry> {
+        let disk = self.inner.disk.clone()?;
+        let this = self.clone();
+        let owned = key.to_owned();
+        let stored = tokio::task::spawn_blocking(move || {
+            disk.get(&owned, |deps| this.inner.generations.current(deps))
+        })
+        .await
+        .ok()??;
+        let entry = Entry {
+            bytes: stored.bytes,
+            deps: stored.deps.into(),
+            ttl: stored.ttl_left,
+        };
+        self.inner.store.insert(key.to_owned(), entry.clone()).await;
+        Some(entry)
+    }
+
+    async fn forget(&self, key: &str) {
+        self.inner.store.invalidate(key).await;
+        if let Some(disk) = self.inner.disk.clone() {
+            let key = key.to_owned();
+            tokio::task::spawn_blocking(move || disk.remove(&key));
         }
     }
 
@@ -269,15 +381,18 @@ impl Cache {
 
     /// A current, decodable entry for `key`, or `None` (dropping what is there).
     async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let entry = self.inner.store.get(key).await?;
+        let entry = match self.inner.store.get(key).await {
+            Some(entry) => entry,
+            None => self.promote_from_disk(key).await?,
+        };
         if !self.inner.generations.current(&entry.deps) {
             self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
-            self.inner.store.invalidate(key).await;
+            self.forget(key).await;
             return None;
         }
         let value = self.decode(key, &entry.bytes);
         if value.is_none() {
-            self.inner.store.invalidate(key).await;
+            self.forget(key).await;
         }
         value
     }
@@ -322,7 +437,11 @@ impl Cache {
             })
             .await;
         let bytes = match loaded {
-            Ok(entry) => entry.bytes,
+            Ok(entry) => {
+                // moka stored it in memory; the disk copy follows.
+                self.persist(&key, &entry);
+                entry.bytes
+            }
             Err(shared) => match &*shared {
                 NotStored::Raced(bytes) => bytes.clone(),
                 NotStored::Failed(e) | NotStored::Unencodable(e) => return Err(e.shared()),
@@ -383,10 +502,7 @@ impl Cache {
             };
             if self.inner.generations.current(&deps) {
                 let bytes = self.encode(&value)?;
-                self.inner
-                    .store
-                    .insert(key, Entry { bytes, deps, ttl })
-                    .await;
+                self.store(key, Entry { bytes, deps, ttl }).await;
             }
             found.insert(k.clone(), value);
         }
@@ -427,6 +543,7 @@ impl Cache {
                 load(&c.plain_bytes) as f64 / load(&c.stored_bytes) as f64
             },
             default_ttl_seconds: self.inner.default_ttl.as_secs(),
+            disk_bytes: self.inner.disk.as_ref().map_or(0, |d| d.stored_bytes()),
             avg_encode_micros: avg(&c.encode_nanos, &c.encodes),
             avg_decode_micros: avg(&c.decode_nanos, &c.decodes),
         }

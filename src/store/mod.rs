@@ -49,3 +49,30 @@ pub fn like_pattern(text: &str) -> LikeExpr {
     escaped.push('%');
     LikeExpr::new(escaped).escape('\\')
 }
+
+/// A description of the data that changes with any insert, update or delete
+/// made through this API (row counts and latest `updated_at` of each table),
+/// so that cached results kept across a restart are not trusted after changes
+/// made meanwhile.
+pub async fn fingerprint(conn: &impl sea_orm::ConnectionTrait) -> Result<String, sea_orm::DbErr> {
+    use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder, QuerySelect};
+    let profiles = entity::profile::Entity::find().count(conn).await?;
+    let opportunities = entity::opportunity::Entity::find().count(conn).await?;
+    let latest_profile: Option<DateTime<Utc>> = entity::profile::Entity::find()
+        .select_only()
+        .column(entity::profile::Column::UpdatedAt)
+        .order_by_desc(entity::profile::Column::UpdatedAt)
+        .into_tuple()
+        .one(conn)
+        .await?;
+    let latest_opportunity: Option<DateTime<Utc>> = entity::opportunity::Entity::find()
+        .select_only()
+        .column(entity::opportunity::Column::UpdatedAt)
+        .order_by_desc(entity::opportunity::Column::UpdatedAt)
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(format!(
+        "profiles={profiles};opportunities={opportunities};profile_updated={latest_profile:?};opportunity_updated={latest_opportunity:?}"
+    ))
+}

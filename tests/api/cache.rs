@@ -427,3 +427,92 @@ async fn no_stale_read_after_a_write_on_sqlite() {
 async fn no_stale_read_after_a_write_on_postgres() {
     no_stale_read_after_a_write(Backend::Postgres).await;
 }
+
+fn with_dir(dir: &std::path::Path) -> CacheConfig {
+    CacheConfig {
+        cache_dir: Some(dir.to_owned()),
+        ..cache_on()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_directory_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), with_dir(dir.path()))
+        .await
+        .unwrap();
+    seed(&app, 30, 4).await;
+    let (cold, sent) = app.statements_of(app.data(NESTED_PAGE, Value::Null)).await;
+    assert!(sent > 0);
+    let app = app
+        .restart(ApiConfig::default(), with_dir(dir.path()))
+        .await;
+    let (warm, sent) = app.statements_of(app.data(NESTED_PAGE, Value::Null)).await;
+    assert_eq!(sent, 0, "answered from the cache directory after a restart");
+    assert_eq!(cold, warm);
+    assert!(stats(&app).await["hits"].as_u64().unwrap() > 0);
+
+    // A change made while the server is down makes the next start cold.
+    let renamed = "Renamed While Down";
+    let first = cold["profiles"]["nodes"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app = app
+        .restart_after(ApiConfig::default(), with_dir(dir.path()), |db| async move {
+            use sea_orm::ConnectionTrait;
+            let sql = format!("UPDATE profiles SET name = '{renamed}', updated_at = '2099-01-01T00:00:00+00:00' WHERE name = '{first}'");
+            db.write.execute_unprepared(&sql).await.unwrap();
+        })
+        .await;
+    let (fresh, sent) = app.statements_of(app.data(NESTED_PAGE, Value::Null)).await;
+    assert!(
+        sent > 0,
+        "the fingerprint changed: the directory was not trusted"
+    );
+    assert!(fresh.to_string().contains(renamed));
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_or_unwritable_cache_directories_degrade_to_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), with_dir(dir.path()))
+        .await
+        .unwrap();
+    seed(&app, 10, 2).await;
+    let expected = app.data(NESTED_PAGE, Value::Null).await;
+    // A clean stop seals the directory; then every entry file is damaged.
+    let app = app
+        .restart(ApiConfig::default(), with_dir(dir.path()))
+        .await;
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let path = file.unwrap().path();
+        if path.extension().is_some_and(|e| e == "entry") {
+            let data = std::fs::read(&path).unwrap();
+            let mut damaged = data.clone();
+            let last = damaged.len() - 1;
+            damaged[last] ^= 0xFF;
+            damaged.truncate(data.len() - 3);
+            std::fs::write(&path, damaged).unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("stray.entry"), b"foreign bytes").unwrap();
+    let app = app
+        .restart(ApiConfig::default(), with_dir(dir.path()))
+        .await;
+    assert_eq!(
+        app.data(NESTED_PAGE, Value::Null).await,
+        expected,
+        "corrupt files are misses, never errors"
+    );
+
+    // A directory that cannot be created: the server still serves.
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let app = app
+        .restart(ApiConfig::default(), with_dir(&blocker.join("cache")))
+        .await;
+    assert_eq!(app.data(NESTED_PAGE, Value::Null).await, expected);
+    app.finish().await;
+}

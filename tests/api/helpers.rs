@@ -209,6 +209,45 @@ impl TestApp {
         row.try_get_by_index::<i64>(0).expect("an integer")
     }
 
+    /// Stops the server cleanly and starts a new one on the same database.
+    pub async fn restart(self, api: ApiConfig, cache: CacheConfig) -> TestApp {
+        self.restart_after(api, cache, |_| async {}).await
+    }
+
+    /// Like `restart`, running `meanwhile` on the database while no server runs.
+    pub async fn restart_after<F: std::future::Future<Output = ()>>(
+        mut self,
+        api: ApiConfig,
+        cache: CacheConfig,
+        meanwhile: impl FnOnce(Db) -> F,
+    ) -> TestApp {
+        self.server
+            .take()
+            .expect("running")
+            .stop()
+            .await
+            .expect("clean shutdown");
+        meanwhile(self.db.clone()).await;
+        let test_db = self.test_db.take().expect("database");
+        let db = test_db.connect().await;
+        let config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            demo: false,
+            api,
+            cache,
+        };
+        let server = RunningServer::start(db.clone(), &config)
+            .await
+            .expect("server starts");
+        TestApp {
+            addr: server.addr,
+            client: self.client.clone(),
+            db,
+            server: Some(server),
+            test_db: Some(test_db),
+        }
+    }
+
     /// Stops the server and drops the database.
     pub async fn finish(mut self) {
         if let Some(server) = self.server.take() {
