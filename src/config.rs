@@ -184,6 +184,10 @@ pub struct CacheConfig {
     /// (bounded by the same byte budget).
     #[arg(long, env = "CATALYNX_CACHE_DIR")]
     pub cache_dir: Option<std::path::PathBuf>,
+    /// A Redis shared by all replicas (`redis://HOST:6379`): a second cache
+    /// tier, and what keeps every replica's cache coherent.
+    #[arg(long, env = "CATALYNX_REDIS_URL")]
+    pub redis_url: Option<String>,
 }
 
 impl Default for CacheConfig {

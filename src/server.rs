@@ -162,6 +162,8 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    // Before any entry is read: see every write acknowledged anywhere.
+    state.cache().sync().await;
     let request = request.data(Loaders::new(
         state.db(),
         state.cache(),
@@ -226,7 +228,15 @@ impl RunningServer {
             )
         })?;
         let addr = listener.local_addr()?;
-        let cache = Cache::open(&config.cache, &db).await;
+        let mut cache = Cache::open(&config.cache, &db).await;
+        if let Some(url) = config
+            .cache
+            .redis_url
+            .as_deref()
+            .filter(|_| config.cache.cache_enabled)
+        {
+            cache = cache.with_shared(url).await?;
+        }
         let state = AppState::new(db, config.api.clone(), cache);
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
         let router = app(state.clone());

@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod disk;
+pub mod shared;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -88,9 +89,16 @@ impl Generations {
         })
     }
 
-    fn bump(&self, tags: &[Tag<'_>]) {
-        for tag in tags {
-            self.slots[Self::slot(tag) as usize].fetch_add(1, Ordering::AcqRel);
+    fn bump(&self, slots: &[u32]) {
+        for &slot in slots {
+            self.slots[slot as usize].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sets a slot to at least `generation` (from the shared tier).
+    fn raise(&self, slot: u32, generation: u64) {
+        if let Some(counter) = self.slots.get(slot as usize) {
+            counter.fetch_max(generation, Ordering::AcqRel);
         }
     }
 }
@@ -120,6 +128,7 @@ struct Counters {
     evictions: AtomicU64,
     expirations: AtomicU64,
     stale: AtomicU64,
+    bypassed: AtomicU64,
     decode_failures: AtomicU64,
     plain_bytes: AtomicU64,
     stored_bytes: AtomicU64,
@@ -148,6 +157,10 @@ pub struct Stats {
     pub default_ttl_seconds: u64,
     /// Bytes in the persistent tier (0 without `--cache-dir`).
     pub disk_bytes: u64,
+    /// Lookups that went to the database because Redis was unreachable.
+    pub bypassed: u64,
+    /// Whether the shared tier is configured and answering.
+    pub shared: Option<bool>,
     pub avg_encode_micros: f64,
     pub avg_decode_micros: f64,
 }
@@ -168,6 +181,7 @@ struct Inner {
     max_bytes: u64,
     counters: Arc<Counters>,
     disk: Option<Arc<disk::DiskTier>>,
+    shared: Option<Arc<shared::SharedTier>>,
     /// Disk writes still running in the background.
     pending_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -217,6 +231,7 @@ impl Cache {
                 max_bytes: config.cache_max_bytes,
                 counters,
                 disk: None,
+                shared: None,
                 pending_writes: Default::default(),
             }),
         }
@@ -257,6 +272,79 @@ impl Cache {
         cache
     }
 
+    /// Adds the shared Redis tier. An unreachable Redis is not fatal: the
+    /// server then reads the database until Redis answers.
+    pub async fn with_shared(mut self, url: &str) -> anyhow::Result<Self> {
+        let tier = shared::SharedTier::connect(url).await.map_err(|e| {
+            anyhow::anyhow!("CATALYNX_REDIS_URL / --redis-url: invalid Redis URL: {e}")
+        })?;
+        let tier = Arc::new(tier);
+        Arc::get_mut(&mut self.inner)
+            .expect("not shared yet")
+            .shared = Some(tier.clone());
+        self.subscribe(tier).await;
+        let _ = self.sync().await;
+        Ok(self)
+    }
+
+    /// Follows the invalidations other replicas publish, so their entries
+    /// leave this replica's memory promptly (the per-request sync is what
+    /// guarantees freshness; this keeps memory clean between requests).
+    async fn subscribe(&self, tier: Arc<shared::SharedTier>) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            loop {
+                let subscription = async {
+                    let client = redis::Client::open(tier.url())?;
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(shared::CHANNEL_NAME).await?;
+                    redis::RedisResult::Ok(pubsub)
+                };
+                if let Ok(mut pubsub) = subscription.await {
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            continue;
+                        };
+                        if let Some(change) = shared::parse_change(&payload) {
+                            cache.apply(&change);
+                            tier.applied(change.epoch);
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    fn apply(&self, change: &shared::Change) {
+        for &(slot, generation) in &change.generations {
+            self.inner.generations.raise(slot, generation);
+        }
+    }
+
+    /// Brings the view of shared generations up to date; called at the start
+    /// of every request. False when the caches must be bypassed.
+    pub async fn sync(&self) -> bool {
+        let Some(shared) = &self.inner.shared else {
+            return true;
+        };
+        let generations = &self.inner.generations;
+        !matches!(
+            shared
+                .sync(&|slot, generation| generations.raise(slot, generation))
+                .await,
+            shared::Sync::Unavailable
+        )
+    }
+
+    /// True when entries may be read and written: no shared tier, or one
+    /// that answers.
+    fn usable(&self) -> bool {
+        self.inner.enabled && self.inner.shared.as_ref().is_none_or(|s| s.healthy())
+    }
+
     /// Records that the persistent tier matches the database as it is now;
     /// called after the last request of a clean shutdown.
     pub async fn seal(&self, db: &crate::db::Db) {
@@ -286,8 +374,15 @@ impl Cache {
         self.inner.store.insert(key, entry).await;
     }
 
-    /// Writes an entry to the persistent tier in the background.
+    /// Writes an entry to the persistent and shared tiers in the background.
     fn persist(&self, key: &str, entry: &Entry) {
+        if let Some(shared) = self.inner.shared.clone() {
+            let (key, entry) = (key.to_owned(), entry.clone());
+            tokio::spawn(async move {
+                let value = shared::encode_entry(&entry.deps, &entry.bytes);
+                shared.put(&key, value, entry.ttl).await;
+            });
+        }
         if let Some(disk) = self.inner.disk.clone() {
             let (key, entry) = (key.to_owned(), entry.clone());
             let pending = self.inner.pending_writes.clone();
@@ -316,6 +411,28 @@ impl Cache {
         };
         self.inner.store.insert(key.to_owned(), entry.clone()).await;
         Some(entry)
+    }
+
+    /// An entry from Redis, promoted to memory.
+    async fn promote_from_shared(&self, key: &str) -> Option<Entry> {
+        let shared = self.inner.shared.as_ref()?;
+        let data = shared.get(key).await?;
+        let Some((deps, bytes)) = shared::decode_entry(&data) else {
+            tracing::warn!(key, "shared cache entry is malformed; ignored");
+            return None;
+        };
+        let entry = Entry {
+            bytes: bytes.into(),
+            deps: deps.into(),
+            ttl: self.ttl_of_key(key),
+        };
+        self.inner.store.insert(key.to_owned(), entry.clone()).await;
+        Some(entry)
+    }
+
+    /// The TTL of the field a key belongs to.
+    fn ttl_of_key(&self, key: &str) -> Duration {
+        self.ttl(key.split('\u{1f}').next().unwrap_or(key))
     }
 
     async fn forget(&self, key: &str) {
@@ -383,7 +500,10 @@ impl Cache {
     async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let entry = match self.inner.store.get(key).await {
             Some(entry) => entry,
-            None => self.promote_from_disk(key).await?,
+            None => match self.promote_from_disk(key).await {
+                Some(entry) => entry,
+                None => self.promote_from_shared(key).await?,
+            },
         };
         if !self.inner.generations.current(&entry.deps) {
             self.inner.counters.stale.fetch_add(1, Ordering::Relaxed);
@@ -412,7 +532,10 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = AppResult<T>>,
     {
-        if !self.inner.enabled {
+        if !self.usable() {
+            if self.inner.enabled {
+                self.inner.counters.bypassed.fetch_add(1, Ordering::Relaxed);
+            }
             return load().await;
         }
         let key = Self::key(field, args);
@@ -469,7 +592,13 @@ impl Cache {
         F: FnOnce(Vec<K>) -> Fut,
         Fut: Future<Output = AppResult<std::collections::HashMap<K, T>>>,
     {
-        if !self.inner.enabled {
+        if !self.usable() {
+            if self.inner.enabled {
+                self.inner
+                    .counters
+                    .bypassed
+                    .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            }
             return load(keys.to_vec()).await;
         }
         let mut found = std::collections::HashMap::with_capacity(keys.len());
@@ -511,8 +640,21 @@ impl Cache {
 
     /// Invalidates every result that depends on `tags`. Called by each write
     /// after it commits and before its response is sent.
-    pub fn invalidate(&self, tags: &[Tag<'_>]) {
-        self.inner.generations.bump(tags);
+    pub async fn invalidate(&self, tags: &[Tag<'_>]) {
+        let slots: Vec<u32> = tags.iter().map(Generations::slot).collect();
+        let Some(shared) = &self.inner.shared else {
+            self.inner.generations.bump(&slots);
+            return;
+        };
+        match shared.invalidate(&slots).await {
+            Some(change) => {
+                self.apply(&change);
+                shared.applied(change.epoch);
+            }
+            // Redis is down: this replica bypasses its caches until it is
+            // back; the local bump covers entries read before that.
+            None => self.inner.generations.bump(&slots),
+        }
     }
 
     pub async fn stats(&self) -> Stats {
@@ -544,6 +686,8 @@ impl Cache {
             },
             default_ttl_seconds: self.inner.default_ttl.as_secs(),
             disk_bytes: self.inner.disk.as_ref().map_or(0, |d| d.stored_bytes()),
+            bypassed: load(&c.bypassed),
+            shared: self.inner.shared.as_ref().map(|s| s.healthy()),
             avg_encode_micros: avg(&c.encode_nanos, &c.encodes),
             avg_decode_micros: avg(&c.decode_nanos, &c.decodes),
         }

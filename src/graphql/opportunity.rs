@@ -627,10 +627,12 @@ impl OpportunityMutation {
             return Err(AppError::not_found("profile", &model.profile_id).extend());
         }
         let saved = opportunities::insert(&api.db.write, model.clone()).await;
-        api.cache.invalidate(&[
-            Tag::Opportunities,
-            Tag::ProfileOpportunities(&model.profile_id),
-        ]);
+        api.cache
+            .invalidate(&[
+                Tag::Opportunities,
+                Tag::ProfileOpportunities(&model.profile_id),
+            ])
+            .await;
         Ok(Opportunity(saved.gql()?))
     }
 
@@ -664,7 +666,7 @@ impl OpportunityMutation {
         .await;
         let mut tags = vec![Tag::Opportunities];
         tags.extend(ids.iter().map(|id| Tag::ProfileOpportunities(id)));
-        api.cache.invalidate(&tags);
+        api.cache.invalidate(&tags).await;
         written.gql()?;
         Ok(models.into_iter().map(Opportunity).collect())
     }
@@ -713,7 +715,8 @@ impl OpportunityMutation {
         .await;
         if let Ok(profile_id) = &deleted {
             api.cache
-                .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)]);
+                .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])
+                .await;
         }
         deleted.gql()?;
         Ok(id)
@@ -739,10 +742,12 @@ async fn change_opportunity(
     }
     .await;
     if let Ok(saved) = &saved {
-        api.cache.invalidate(&[
-            Tag::Opportunities,
-            Tag::ProfileOpportunities(&saved.profile_id),
-        ]);
+        api.cache
+            .invalidate(&[
+                Tag::Opportunities,
+                Tag::ProfileOpportunities(&saved.profile_id),
+            ])
+            .await;
     }
     Ok(Opportunity(saved.gql()?))
 }

@@ -808,7 +808,8 @@ impl ProfileMutation {
         let api = ApiContext::of(ctx);
         let saved = profiles::insert(&api.db.write, model.clone()).await;
         api.cache
-            .invalidate(&[Tag::Profiles, Tag::Profile(&model.id)]);
+            .invalidate(&[Tag::Profiles, Tag::Profile(&model.id)])
+            .await;
         Ok(Profile(saved.gql()?))
     }
 
@@ -830,7 +831,7 @@ impl ProfileMutation {
         .await;
         let mut tags = vec![Tag::Profiles];
         tags.extend(models.iter().map(|m| Tag::Profile(&m.id)));
-        api.cache.invalidate(&tags);
+        api.cache.invalidate(&tags).await;
         written.gql()?;
         Ok(models.into_iter().map(Profile).collect())
     }
@@ -854,7 +855,9 @@ impl ProfileMutation {
             AppResult::Ok(saved)
         }
         .await;
-        api.cache.invalidate(&[Tag::Profiles, Tag::Profile(&id)]);
+        api.cache
+            .invalidate(&[Tag::Profiles, Tag::Profile(&id)])
+            .await;
         Ok(Profile(saved.gql()?))
     }
 
@@ -867,12 +870,14 @@ impl ProfileMutation {
         let api = ApiContext::of(ctx);
         let deleted = profiles::delete(&api.db.write, &id).await;
         // Its opportunities went with it (ON DELETE CASCADE).
-        api.cache.invalidate(&[
-            Tag::Profiles,
-            Tag::Profile(&id),
-            Tag::Opportunities,
-            Tag::ProfileOpportunities(&id),
-        ]);
+        api.cache
+            .invalidate(&[
+                Tag::Profiles,
+                Tag::Profile(&id),
+                Tag::Opportunities,
+                Tag::ProfileOpportunities(&id),
+            ])
+            .await;
         if deleted.gql()? {
             Ok(id)
         } else {
