@@ -8,13 +8,19 @@
 //! - [`store`]: database access as plain `async fn`s (queries, keyset pages, bulk inserts).
 //! - [`seed`]: deterministic demo data.
 //! - [`graphql`]: the schema: one module per type, DataLoaders, limits.
-//! - [`server`]: the axum router, request handling and graceful shutdown.
+//! - [`http`]: GraphQL over HTTP, persisted queries, caching headers, playground, operator endpoints.
+//! - [`rest`]: the seed platform's REST endpoints (`/api/profiles...`).
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: shared state, the router, graceful shutdown.
 
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod graphql;
+pub mod http;
+pub mod metrics;
+pub mod rest;
 pub mod seed;
 pub mod server;
 pub mod store;

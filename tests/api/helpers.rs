@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use catalynx::config::{ApiConfig, DbConfig, ServeConfig};
+use catalynx::config::{ApiConfig, DbConfig, HttpConfig, ServeConfig};
 use catalynx::db::Db;
 use catalynx::server::RunningServer;
 use sea_orm::{ConnectionTrait, Statement};
@@ -132,12 +132,25 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on a fresh database of `backend`; `None` when that backend is not configured.
 pub async fn spawn_app_on(backend: Backend, api: ApiConfig) -> Option<TestApp> {
+    spawn_app_with(backend, api, HttpConfig::default()).await
+}
+
+/// A server on a fresh SQLite file with the given HTTP settings.
+pub async fn spawn_http_app(http: HttpConfig) -> TestApp {
+    spawn_app_with(Backend::Sqlite, ApiConfig::default(), http)
+        .await
+        .expect("sqlite is always available")
+}
+
+/// A server with every setting given; `None` when `backend` is not configured.
+pub async fn spawn_app_with(backend: Backend, api: ApiConfig, http: HttpConfig) -> Option<TestApp> {
     let test_db = TestDb::new(backend).await?;
     let db = test_db.connect().await;
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         demo: false,
         api,
+        http,
     };
     let server = RunningServer::start(db.clone(), &config)
         .await

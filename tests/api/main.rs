@@ -4,7 +4,11 @@
 
 mod foundation;
 mod helpers;
+mod http;
 mod mutations;
 mod n_plus_one;
+mod operations;
+mod playground;
 mod queries;
+mod rest;
 mod schema_file;
