@@ -19,6 +19,7 @@ const LOCAL_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]"]);
 const QUERY = "{ profiles(first: 2) { totalCount nodes { name } } }";
 
 const profile = mkdtempSync(join(tmpdir(), "catalynx-chromium-"));
+const offHost = [];
 let context;
 let failed = false;
 try {
@@ -36,7 +37,6 @@ try {
       "--disable-sync",
     ],
   });
-  const offHost = [];
   const local = [];
   await context.route("**/*", (route) => {
     const url = new URL(route.request().url());
@@ -102,6 +102,9 @@ try {
 } catch (e) {
   failed = true;
   console.error(`playground browser test failed: ${e?.stack ?? e}`);
+  if (offHost.length > 0) {
+    console.error(`blocked requests to other hosts: ${offHost.join(", ")}`);
+  }
 } finally {
   await context?.close();
   rmSync(profile, { recursive: true, force: true });
