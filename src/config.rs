@@ -2,6 +2,7 @@
 //! Every flag has an environment variable; the defaults need no flags at all.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -21,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (the default when no subcommand is given).
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply pending migrations and exit.
     Migrate,
     /// Load deterministic demo data.
@@ -82,6 +83,8 @@ pub struct ServeConfig {
     pub api: ApiConfig,
     #[command(flatten)]
     pub cache: CacheConfig,
+    #[command(flatten)]
+    pub http: HttpConfig,
 }
 
 /// The defaults of an argument group, with environment variables applied.
@@ -138,6 +141,37 @@ pub struct ApiConfig {
 }
 
 impl Default for ApiConfig {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// How the HTTP layer behaves: limits, CORS, batching, persisted queries, the playground.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes; a larger one is answered 413.
+    #[arg(long, env = "CATALYNX_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, env = "CATALYNX_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
+    /// `https://app.example.org`; `*` allows any origin; none: same origin only.
+    #[arg(long, env = "CATALYNX_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Most operations in one batched request (a JSON array); 0 turns batching off.
+    #[arg(long, env = "CATALYNX_MAX_BATCH_SIZE", default_value_t = 10)]
+    pub max_batch_size: usize,
+    /// Automatic persisted queries remembered (least recently used go first); 0 turns them off.
+    #[arg(long, env = "CATALYNX_PERSISTED_QUERIES", default_value_t = 1000)]
+    pub persisted_queries: usize,
+    /// Directory filled by `scripts/fetch-playground-assets.sh`: the playground
+    /// then loads nothing from other hosts. Without it, it loads from a CDN.
+    #[arg(long, env = "CATALYNX_PLAYGROUND_ASSETS")]
+    pub playground_assets: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
     fn default() -> Self {
         defaults()
     }

@@ -44,6 +44,14 @@ pub struct Db {
     statements: Arc<AtomicU64>,
 }
 
+/// How busy one connection pool is.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolUsage {
+    pub pool: &'static str,
+    pub open: u32,
+    pub in_use: u32,
+}
+
 impl Db {
     /// Opens (and on SQLite creates) the database named by the configuration.
     /// Errors name the setting and say what went wrong in one line.
@@ -81,6 +89,32 @@ impl Db {
     /// SQL statements sent since start (both pools), for tests, metrics and the benchmark.
     pub fn statement_count(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Connections in use and open, per pool (`read`, `write`; one `shared`
+    /// pool on PostgreSQL), for metrics.
+    pub fn pool_usage(&self) -> Vec<PoolUsage> {
+        let usage = |pool: &'static str, conn: &DatabaseConnection| {
+            let (open, idle) = match self.backend() {
+                DatabaseBackend::Postgres => {
+                    let p = conn.get_postgres_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+                _ => {
+                    let p = conn.get_sqlite_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+            };
+            PoolUsage {
+                pool,
+                open,
+                in_use: open.saturating_sub(idle as u32),
+            }
+        };
+        match self.backend() {
+            DatabaseBackend::Postgres => vec![usage("shared", &self.write)],
+            _ => vec![usage("read", &self.read), usage("write", &self.write)],
+        }
     }
 
     /// Applies pending migrations. On PostgreSQL an advisory lock makes

@@ -9,7 +9,10 @@
 //! - [`store`]: database access as plain `async fn`s (queries, keyset pages, bulk inserts).
 //! - [`seed`]: deterministic demo data.
 //! - [`graphql`]: the schema: one module per type, DataLoaders, limits.
-//! - [`server`]: the axum router, request handling and graceful shutdown.
+//! - [`http`]: GraphQL over HTTP, persisted queries, caching headers, playground, operator endpoints.
+//! - [`rest`]: the seed platform's REST endpoints (`/api/profiles...`).
+//! - [`metrics`]: Prometheus metrics.
+//! - [`server`]: shared state, the router, graceful shutdown.
 
 pub mod cache;
 pub mod config;
@@ -17,18 +20,21 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod graphql;
+pub mod http;
+pub mod metrics;
+pub mod rest;
 pub mod seed;
 pub mod server;
 pub mod store;
 
-use config::{Cli, Command, ServeConfig};
+use config::{Cli, Command};
 use db::Db;
 
 /// Runs one CLI command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli
         .command
-        .unwrap_or_else(|| Command::Serve(ServeConfig::default()));
+        .unwrap_or_else(|| Command::Serve(Box::default()));
     match command {
         Command::Schema => {
             print!("{}", server::sdl());
@@ -64,7 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.demo && seed::seed_demo_if_empty(&db).await? {
                 tracing::info!("empty database: demo data seeded");
             }
-            server::serve(db, config).await
+            server::serve(db, *config).await
         }
     }
 }

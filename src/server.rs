@@ -1,35 +1,20 @@
-//! The HTTP server: GraphQL over HTTP (POST and GET), the GraphiQL
-//! playground, health checks, and graceful shutdown.
+//! The HTTP server: shared state, the router, and graceful shutdown. The
+//! endpoints live in [`crate::http`] and [`crate::rest`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql::parser::types::OperationType;
-use async_graphql_axum::GraphQLRequest;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::cache::Cache;
-use crate::config::{ApiConfig, ServeConfig};
+use crate::config::{ApiConfig, HttpConfig, ServeConfig};
 use crate::db::Db;
+use crate::graphql::ApiContext;
 use crate::graphql::loaders::Loaders;
 use crate::graphql::schema::{self, AppSchema};
-use crate::graphql::{ApiContext, limits};
-
-/// Largest request body accepted.
-const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-/// A request taking longer than this is answered 408.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::http::apq::PersistedQueries;
+use crate::metrics::Metrics;
 
 /// Shared by every request; cheap to clone.
 #[derive(Clone)]
@@ -42,10 +27,14 @@ struct Shared {
     db: Db,
     cache: Cache,
     batching: bool,
+    api: ApiConfig,
+    http: HttpConfig,
+    persisted_queries: PersistedQueries,
+    metrics: Metrics,
 }
 
 impl AppState {
-    pub fn new(db: Db, api: ApiConfig, cache: Cache) -> Self {
+    pub fn new(db: Db, api: ApiConfig, http: HttpConfig, cache: Cache) -> Self {
         let batching = !api.disable_loaders;
         let context = ApiContext {
             db: db.clone(),
@@ -59,6 +48,10 @@ impl AppState {
                 db,
                 cache,
                 batching,
+                api,
+                persisted_queries: PersistedQueries::new(http.persisted_queries),
+                http,
+                metrics: Metrics::new(),
             }),
         }
     }
@@ -70,6 +63,30 @@ impl AppState {
     pub fn db(&self) -> &Db {
         &self.inner.db
     }
+
+    pub fn api(&self) -> &ApiConfig {
+        &self.inner.api
+    }
+
+    pub fn http(&self) -> &HttpConfig {
+        &self.inner.http
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn persisted_queries(&self) -> &PersistedQueries {
+        &self.inner.persisted_queries
+    }
+
+    /// Runs one GraphQL request against the schema, with this request's loaders.
+    pub async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        // Before any entry is read: see every write acknowledged anywhere.
+        self.cache().sync().await;
+        let request = request.data(Loaders::new(self.db(), self.cache(), self.inner.batching));
+        self.inner.schema.execute(request).await
+    }
 }
 
 /// The SDL of the schema.
@@ -77,137 +94,28 @@ pub fn sdl() -> String {
     schema::sdl()
 }
 
-/// The router, usable from tests without a socket.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(playground))
-        .route("/graphql", get(graphql_get).post(graphql_post))
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+/// The router with every endpoint and layer, usable from tests without a
+/// socket. Fails on an invalid HTTP configuration (CORS origins, assets).
+pub fn app(state: AppState) -> anyhow::Result<Router> {
+    let http = state.http().clone();
+    if let Some(dir) = &http.playground_assets {
+        crate::http::playground::check_assets(dir)?;
+    }
+    let cors = crate::http::cors(&http)?;
+    let routes = Router::new()
+        .merge(crate::http::graphql::routes())
+        .merge(crate::http::playground::routes(
+            http.playground_assets.as_deref(),
         ))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
-}
-
-async fn playground() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    if state.db().ping().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
-    }
-}
-
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"))
-}
-
-async fn graphql_get(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, async_graphql_axum::rejection::GraphQLRejection>,
-) -> Response {
-    match request {
-        Err(_) if wants_html(&headers) => playground().await.into_response(),
-        Err(rejection) => rejection.into_response(),
-        Ok(request) => execute(state, &headers, Method::GET, request.into_inner()).await,
-    }
-}
-
-async fn graphql_post(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Response {
-    execute(state, &headers, Method::POST, request.into_inner()).await
-}
-
-/// The operation a request would run, when its document parses.
-fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
-    let doc = async_graphql::parser::parse_query(&request.query).ok()?;
-    let name = request.operation_name.as_deref();
-    doc.operations
-        .iter()
-        .find(|(n, _)| name.is_none() || n.map(|n| n.as_str()) == name)
-        .map(|(_, op)| op.node.ty)
-}
-
-const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
-
-async fn execute(
-    state: AppState,
-    headers: &HeaderMap,
-    method: Method,
-    request: async_graphql::Request,
-) -> Response {
-    // GET must never change data: browsers send GETs across sites freely.
-    if method == Method::GET && operation_type(&request) == Some(OperationType::Mutation) {
-        let mut response = (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "mutations must be sent with POST",
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
-    }
-    // Before any entry is read: see every write acknowledged anywhere.
-    state.cache().sync().await;
-    let request = request.data(Loaders::new(
-        state.db(),
-        state.cache(),
-        state.inner.batching,
-    ));
-    let response = state.inner.schema.execute(request).await;
-    let modern = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains(GRAPHQL_RESPONSE_JSON));
-    // With application/graphql-response+json, a request that never reached
-    // execution (parse or validation failure) is a client error.
-    let failed_early = response.data == async_graphql::Value::Null
-        && response.errors.iter().any(|e| {
-            e.extensions
-                .as_ref()
-                .and_then(|x| x.get("code"))
-                .is_some_and(|c| {
-                    *c == async_graphql::Value::from(limits::PARSE_FAILED)
-                        || *c == async_graphql::Value::from(limits::VALIDATION_FAILED)
-                })
-        });
-    let status = if modern && failed_early {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    let content_type = if modern {
-        GRAPHQL_RESPONSE_JSON
-    } else {
-        "application/json"
-    };
-    let body = match serde_json::to_vec(&response) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!(error = %e, "response serialisation failed");
-            return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({"errors": [{"message": "internal error", "extensions": {"code": "INTERNAL"}}]}))).into_response();
-        }
-    };
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from(body))
-        .expect("valid response")
+        .merge(crate::http::ops::routes())
+        .merge(crate::rest::routes())
+        .with_state(state.clone());
+    Ok(crate::http::layers(
+        routes,
+        &http,
+        cors,
+        state.metrics().clone(),
+    ))
 }
 
 /// A running server: its address and a way to stop it.
@@ -221,13 +129,6 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `config.listen` and serves in the background.
     pub async fn start(db: Db, config: &ServeConfig) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "CATALYNX_LISTEN / --listen: cannot listen on {}: {e}",
-                config.listen
-            )
-        })?;
-        let addr = listener.local_addr()?;
         let mut cache = Cache::open(&config.cache, &db).await;
         if let Some(url) = config
             .cache
@@ -237,9 +138,16 @@ impl RunningServer {
         {
             cache = cache.with_shared(url).await?;
         }
-        let state = AppState::new(db, config.api.clone(), cache);
+        let state = AppState::new(db, config.api.clone(), config.http.clone(), cache);
+        let router = app(state.clone())?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "CATALYNX_LISTEN / --listen: cannot listen on {}: {e}",
+                config.listen
+            )
+        })?;
+        let addr = listener.local_addr()?;
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-        let router = app(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {

@@ -25,7 +25,7 @@ pub struct Opportunity(pub opportunity::Model);
 
 /// A prospective funder or grant found for one profile, moved through the
 /// stages of a funnel and scored.
-#[Object]
+#[Object(cache_control(max_age = 10))]
 impl Opportunity {
     /// Unique id (`opp_` + 12 hex characters).
     async fn id(&self) -> ID {
@@ -265,7 +265,7 @@ pub enum Total {
 
 /// A page of opportunities (Relay connection).
 #[derive(SimpleObject)]
-#[graphql(complex)]
+#[graphql(complex, cache_control(max_age = 10))]
 pub struct OpportunityConnection {
     /// The opportunities with their cursors.
     edges: Vec<OpportunityEdge>,

@@ -34,7 +34,7 @@ pub const MAX_BATCH: usize = 1000;
 pub struct Profile(pub profile::Model);
 
 /// An organisation doing grant research, usually a US nonprofit known by its EIN.
-#[Object]
+#[Object(cache_control(max_age = 10))]
 impl Profile {
     /// Unique id (`profile_` + 12 hex characters).
     async fn id(&self) -> ID {
@@ -391,7 +391,7 @@ pub struct ProfileEdge {
 
 /// A page of profiles (Relay connection).
 #[derive(SimpleObject)]
-#[graphql(complex)]
+#[graphql(complex, cache_control(max_age = 10))]
 pub struct ProfileConnection {
     /// The profiles with their cursors.
     edges: Vec<ProfileEdge>,

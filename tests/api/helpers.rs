@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use catalynx::config::{ApiConfig, CacheConfig, DbConfig, ServeConfig};
+use catalynx::config::{ApiConfig, CacheConfig, DbConfig, HttpConfig, ServeConfig};
 use catalynx::db::Db;
 use catalynx::server::RunningServer;
 use sea_orm::{ConnectionTrait, Statement};
@@ -132,11 +132,33 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on a fresh database of `backend`; `None` when that backend is not configured.
 pub async fn spawn_app_on(backend: Backend, api: ApiConfig) -> Option<TestApp> {
-    spawn_with(backend, api, CacheConfig::default()).await
+    spawn_configured(backend, api, HttpConfig::default(), CacheConfig::default()).await
 }
 
 /// A server with the given API and cache configuration.
 pub async fn spawn_with(backend: Backend, api: ApiConfig, cache: CacheConfig) -> Option<TestApp> {
+    spawn_configured(backend, api, HttpConfig::default(), cache).await
+}
+
+/// A server on a fresh SQLite file with the given HTTP settings.
+pub async fn spawn_http_app(http: HttpConfig) -> TestApp {
+    spawn_app_with(Backend::Sqlite, ApiConfig::default(), http)
+        .await
+        .expect("sqlite is always available")
+}
+
+/// A server with the given API and HTTP settings; `None` when `backend` is not configured.
+pub async fn spawn_app_with(backend: Backend, api: ApiConfig, http: HttpConfig) -> Option<TestApp> {
+    spawn_configured(backend, api, http, CacheConfig::default()).await
+}
+
+/// A server with every setting given.
+pub async fn spawn_configured(
+    backend: Backend,
+    api: ApiConfig,
+    http: HttpConfig,
+    cache: CacheConfig,
+) -> Option<TestApp> {
     let test_db = TestDb::new(backend).await?;
     let db = test_db.connect().await;
     let config = ServeConfig {
@@ -144,6 +166,7 @@ pub async fn spawn_with(backend: Backend, api: ApiConfig, cache: CacheConfig) ->
         demo: false,
         api,
         cache,
+        http,
     };
     let server = RunningServer::start(db.clone(), &config)
         .await
@@ -235,6 +258,7 @@ impl TestApp {
             demo: false,
             api,
             cache,
+            http: HttpConfig::default(),
         };
         let server = RunningServer::start(db.clone(), &config)
             .await

@@ -5,7 +5,11 @@
 mod cache;
 mod foundation;
 mod helpers;
+mod http;
 mod mutations;
 mod n_plus_one;
+mod operations;
+mod playground;
 mod queries;
+mod rest;
 mod schema_file;

@@ -1,0 +1,464 @@
+//! GraphQL over HTTP (the spec's current draft): POST with a JSON body (one
+//! operation, or a batch as a JSON array) and GET with query parameters.
+//!
+//! The request is parsed here rather than by async-graphql-axum so that each
+//! failure gets its own status and a JSON body that says what is wrong: 406
+//! for an `Accept` we cannot serve, 415 for a body that is not JSON, 413 for
+//! one too large, 400 for one that is not a GraphQL request, 405 for a GET
+//! mutation (never executed: browsers send GETs across sites freely).
+
+use std::time::Instant;
+
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
+use async_graphql::{CacheControl, Variables};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::caching::{self, Cacheability};
+use super::negotiate::{self, ResponseFormat};
+use super::observe::OperationName;
+use super::playground;
+use crate::error::{AppError, finish_error_headers};
+use crate::server::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/graphql", get(graphql_get).post(graphql_post))
+}
+
+/// The request parameters, as POSTed in JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<Value>,
+    extensions: Option<Map<String, Value>>,
+}
+
+/// The request parameters of a GET: `variables` and `extensions` are JSON text.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+impl GetParams {
+    fn into_params(self) -> Result<Params, AppError> {
+        let json = |name: &str, text: Option<String>| -> Result<Option<Value>, AppError> {
+            text.map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| AppError::BadRequest(format!("`{name}` is not valid JSON: {e}")))
+            })
+            .transpose()
+        };
+        let extensions = match json("extensions", self.extensions)? {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => {
+                return Err(AppError::BadRequest(
+                    "`extensions` must be a JSON object".into(),
+                ));
+            }
+        };
+        Ok(Params {
+            query: self.query,
+            operation_name: self.operation_name,
+            variables: json("variables", self.variables)?,
+            extensions,
+        })
+    }
+}
+
+async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params: GetParams = match serde_urlencoded::from_str(raw.as_deref().unwrap_or_default()) {
+        Ok(params) => params,
+        Err(e) => {
+            return error_response(
+                AppError::BadRequest(format!("invalid query string: {e}")),
+                None,
+            );
+        }
+    };
+    // A browser opening the endpoint gets the playground.
+    if params.query.is_none() && params.extensions.is_none() && negotiate::wants_html(&headers) {
+        return playground::page(State(state)).await;
+    }
+    let format = match negotiate::response_format(&headers) {
+        Ok(format) => format,
+        Err(e) => return error_response(e, None),
+    };
+    match params.into_params() {
+        Ok(params) => single(&state, &headers, Method::GET, params, format).await,
+        Err(e) => error_response(e, Some(format)),
+    }
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let format = match negotiate::response_format(&headers) {
+        Ok(format) => format,
+        Err(e) => return error_response(e, None),
+    };
+    match parse_body(&state, &headers, body) {
+        Ok(Payload::Single(params)) => single(&state, &headers, Method::POST, params, format).await,
+        Ok(Payload::Batch(items)) => batch(&state, &headers, items, format).await,
+        Err(e) => error_response(e, Some(format)),
+    }
+}
+
+/// A POST body: one request or a batch.
+enum Payload {
+    Single(Params),
+    Batch(Vec<Params>),
+}
+
+fn parse_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Payload, AppError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case(negotiate::APPLICATION_JSON) {
+        return Err(AppError::UnsupportedMediaType(format!(
+            "send the request as {} (got {:?})",
+            negotiate::APPLICATION_JSON,
+            content_type
+        )));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge(format!(
+                "the request body exceeds {} bytes",
+                state.http().max_body_bytes
+            ))
+        } else {
+            AppError::BadRequest(rejection.body_text())
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let params = |value: Value| {
+        serde_json::from_value::<Params>(value)
+            .map_err(|e| AppError::BadRequest(format!("not a GraphQL request: {e}")))
+    };
+    match value {
+        Value::Array(items) => {
+            let max = state.http().max_batch_size;
+            if max == 0 {
+                return Err(AppError::BadRequest(
+                    "batched requests are turned off".into(),
+                ));
+            }
+            if items.is_empty() || items.len() > max {
+                return Err(AppError::BadRequest(format!(
+                    "a batch holds 1 to {max} operations, got {}",
+                    items.len()
+                )));
+            }
+            Ok(Payload::Batch(
+                items.into_iter().map(params).collect::<Result<_, _>>()?,
+            ))
+        }
+        value @ Value::Object(_) => Ok(Payload::Single(params(value)?)),
+        _ => Err(AppError::BadRequest(
+            "the body must be a JSON object (or an array of them for a batch)".into(),
+        )),
+    }
+}
+
+/// One operation, run.
+struct Outcome {
+    response: async_graphql::Response,
+    kind: Option<OperationType>,
+    label: String,
+    /// Failed before execution (parse, validation, unknown operation):
+    /// the response has no `data`.
+    request_error: bool,
+}
+
+impl Outcome {
+    fn cacheability(&self) -> Cacheability {
+        if self.kind == Some(OperationType::Query) && self.response.errors.is_empty() {
+            Cacheability::Read(self.response.cache_control)
+        } else {
+            Cacheability::NoStore
+        }
+    }
+
+    fn json(&self) -> Value {
+        let mut json = serde_json::to_value(&self.response).unwrap_or_else(|e| {
+            let error = AppError::Internal(anyhow::Error::new(e).context("serialising a response"));
+            serde_json::json!({ "errors": [error.graphql_json()] })
+        });
+        if self.request_error
+            && let Some(object) = json.as_object_mut()
+        {
+            object.remove("data");
+        }
+        json
+    }
+}
+
+/// The name and type of the operation a document would run, when it can tell.
+fn select_operation(
+    doc: &ExecutableDocument,
+    name: Option<&str>,
+) -> Option<(Option<String>, OperationType)> {
+    let mut operations = doc.operations.iter();
+    match name {
+        Some(name) => operations
+            .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
+            .map(|(_, op)| (Some(name.to_owned()), op.node.ty)),
+        None => {
+            let (n, op) = operations.next()?;
+            if operations.next().is_some() {
+                return None;
+            }
+            Some((n.map(|n| n.to_string()), op.node.ty))
+        }
+    }
+}
+
+/// A request error answered as a GraphQL response, for a batch item.
+fn failed(state: &AppState, error: AppError) -> Outcome {
+    let code = error.code();
+    state.metrics().observe_refused(code);
+    error.log();
+    let message = error.to_string();
+    let mut server_error = async_graphql::ServerError::new(message, None);
+    server_error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+    Outcome {
+        response: async_graphql::Response::from_errors(vec![server_error]),
+        kind: None,
+        label: "refused".into(),
+        request_error: true,
+    }
+}
+
+async fn run(state: &AppState, method: &Method, params: Params) -> Result<Outcome, AppError> {
+    let persisted = params
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("persistedQuery"));
+    let resolved = state.persisted_queries().resolve(params.query, persisted)?;
+    let variables = match params.variables {
+        None | Some(Value::Null) => Variables::default(),
+        Some(v @ Value::Object(_)) => Variables::from_json(v),
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "`variables` must be a JSON object".into(),
+            ));
+        }
+    };
+    // An empty operation name means none (GraphQL over HTTP).
+    let operation_name = params.operation_name.filter(|n| !n.is_empty());
+    let doc = async_graphql::parser::parse_query(&resolved.query).ok();
+    let selected = doc
+        .as_ref()
+        .and_then(|d| select_operation(d, operation_name.as_deref()));
+    let kind = selected.as_ref().map(|(_, kind)| *kind);
+    if *method == Method::GET && kind == Some(OperationType::Mutation) {
+        return Err(AppError::MutationOverGet);
+    }
+    let label = state
+        .metrics()
+        .operation_label(selected.as_ref().and_then(|(n, _)| n.as_deref()));
+
+    let mut request = async_graphql::Request::new(resolved.query.clone()).variables(variables);
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(doc) = doc {
+        // Parsed once: the schema's own parse hooks still run on it.
+        request.set_parsed_query(doc);
+    }
+    let started = Instant::now();
+    let response = state.execute(request).await;
+    let elapsed = started.elapsed();
+
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    if !request_error && let Some(hash) = resolved.register {
+        state.persisted_queries().register(hash, &resolved.query);
+    }
+    let codes: Vec<&str> = response
+        .errors
+        .iter()
+        .map(
+            |e| match e.extensions.as_ref().and_then(|x| x.get("code")) {
+                Some(async_graphql::Value::String(code)) => known_code(code),
+                _ => "OTHER",
+            },
+        )
+        .collect();
+    let kind_label = match kind {
+        Some(OperationType::Query) => "query",
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        None => "unknown",
+    };
+    state
+        .metrics()
+        .observe_operation(&label, kind_label, elapsed, &codes);
+    Ok(Outcome {
+        response,
+        kind,
+        label,
+        request_error,
+    })
+}
+
+/// Error codes the API produces, as metric labels; anything else is `OTHER`
+/// (a label value must not come from the client).
+fn known_code(code: &str) -> &'static str {
+    const CODES: &[&str] = &[
+        "BAD_USER_INPUT",
+        "NOT_FOUND",
+        "CONFLICT",
+        "FORBIDDEN",
+        "INTERNAL",
+        crate::graphql::limits::PARSE_FAILED,
+        crate::graphql::limits::VALIDATION_FAILED,
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
+async fn single(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: Method,
+    params: Params,
+    format: ResponseFormat,
+) -> Response {
+    let outcome = match run(state, &method, params).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            state.metrics().observe_refused(e.code());
+            return error_response(e, Some(format));
+        }
+    };
+    let body = serde_json::to_vec(&outcome.json()).expect("JSON values serialise");
+    let mut response = if outcome.request_error && format == ResponseFormat::GraphqlResponseJson {
+        Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header(header::CONTENT_TYPE, format.content_type())
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::from(body))
+            .expect("valid response")
+    } else {
+        caching::respond(headers, format.content_type(), body, outcome.cacheability())
+    };
+    finish(&mut response, outcome.label);
+    response
+}
+
+async fn batch(
+    state: &AppState,
+    headers: &HeaderMap,
+    items: Vec<Params>,
+    format: ResponseFormat,
+) -> Response {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for params in items {
+        outcomes.push(match run(state, &Method::POST, params).await {
+            Ok(outcome) => outcome,
+            Err(e) => failed(state, e),
+        });
+    }
+    // Cacheable only when every item is; then the tightest hint of them all.
+    let cacheability = outcomes
+        .iter()
+        .map(Outcome::cacheability)
+        .try_fold(None::<CacheControl>, |merged, c| match c {
+            Cacheability::NoStore => None,
+            Cacheability::Read(hint) => Some(Some(merge(merged, hint))),
+        })
+        .flatten()
+        .map_or(Cacheability::NoStore, Cacheability::Read);
+    let body = Value::Array(outcomes.iter().map(Outcome::json).collect());
+    let body = serde_json::to_vec(&body).expect("JSON values serialise");
+    let mut response = caching::respond(headers, format.content_type(), body, cacheability);
+    finish(&mut response, "batch".into());
+    response
+}
+
+/// Two cache hints combined as async-graphql combines a query's fields:
+/// private wins, `-1` (no-cache) wins, otherwise the shortest positive age.
+fn merge(merged: Option<CacheControl>, hint: CacheControl) -> CacheControl {
+    let Some(merged) = merged else {
+        return hint;
+    };
+    CacheControl {
+        public: merged.public && hint.public,
+        max_age: match (merged.max_age, hint.max_age) {
+            (-1, _) | (_, -1) => -1,
+            (a, 0) => a,
+            (0, b) => b,
+            (a, b) => a.min(b),
+        },
+    }
+}
+
+/// Headers every GraphQL response carries, and the operation for the request log.
+fn finish(response: &mut Response, label: String) {
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    response.extensions_mut().insert(OperationName(label));
+}
+
+/// An HTTP-level failure as a GraphQL error body. `format` is the negotiated
+/// one; `None` when negotiation itself failed (the body is then plain JSON).
+fn error_response(error: AppError, format: Option<ResponseFormat>) -> Response {
+    // A well-formed request whose persisted query is unknown is a request
+    // error: 200 for legacy clients, as for a query that fails to parse.
+    let request_error = matches!(
+        error,
+        AppError::PersistedQueryNotFound | AppError::PersistedQueryNotSupported
+    );
+    let status = if request_error && format == Some(ResponseFormat::Json) {
+        StatusCode::OK
+    } else {
+        error.status()
+    };
+    let body = serde_json::json!({ "errors": [error.graphql_json()] });
+    let content_type = format.unwrap_or(ResponseFormat::Json).content_type();
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response();
+    finish_error_headers(&error, &mut response);
+    finish(&mut response, "refused".into());
+    response
+}

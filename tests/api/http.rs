@@ -1,0 +1,707 @@
+//! GraphQL over HTTP through the running server: negotiation, status codes,
+//! GET mutations, persisted queries, batches, caching headers, compression,
+//! limits and CORS.
+
+use std::io::Read;
+use std::time::Duration;
+
+use catalynx::config::HttpConfig;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{TestApp, create_profile, seed, spawn_app, spawn_http_app};
+
+const GRJ: &str = "application/graphql-response+json";
+const PROFILES: &str = "{ profiles(first: 3) { totalCount nodes { name } } }";
+
+/// POSTs `body` as JSON with the given `Accept`.
+async fn post(app: &TestApp, accept: &str, body: Value) -> Response {
+    app.client
+        .post(app.url("/graphql"))
+        .header(header::ACCEPT, accept)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// GETs `/graphql` with the given query parameters.
+async fn get(app: &TestApp, accept: &str, params: &[(&str, &str)]) -> Response {
+    app.client
+        .get(app.url("/graphql"))
+        .header(header::ACCEPT, accept)
+        .query(params)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+fn content_type(response: &Response) -> &str {
+    response.headers()[header::CONTENT_TYPE].to_str().unwrap()
+}
+
+fn header_of<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+fn first_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("")
+}
+
+fn sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn persisted(hash: &str) -> Value {
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
+}
+
+#[tokio::test]
+async fn legacy_json_clients_get_200_and_no_data_for_request_errors() {
+    let app = spawn_app().await;
+    for (query, code) in [
+        ("{", "GRAPHQL_PARSE_FAILED"),
+        ("{ noSuchField }", "GRAPHQL_VALIDATION_FAILED"),
+    ] {
+        let response = post(&app, "application/json", json!({ "query": query })).await;
+        assert_eq!(response.status(), StatusCode::OK, "{query}");
+        assert!(content_type(&response).starts_with("application/json"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(first_code(&body), code);
+        assert!(
+            body.get("data").is_none(),
+            "request error with data: {body}"
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn graphql_response_json_clients_get_4xx_for_request_errors() {
+    let app = spawn_app().await;
+    let accept = "application/graphql-response+json, application/json;q=0.9";
+    for query in [
+        "{",
+        "{ noSuchField }",
+        "query A { __typename } query B { __typename }",
+    ] {
+        let response = post(&app, accept, json!({ "query": query })).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        assert!(content_type(&response).starts_with(GRJ));
+        assert_eq!(
+            header_of(response.headers(), "cache-control"),
+            Some("no-store")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body.get("data").is_none(),
+            "request error with data: {body}"
+        );
+        assert!(!body["errors"].as_array().unwrap().is_empty());
+    }
+
+    // Execution errors are not request errors: 200 with `data`.
+    let response = post(
+        &app,
+        GRJ,
+        json!({ "query": "{ profileByEin(ein: \"bad\") { id } }" }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("data").is_some());
+    assert_eq!(first_code(&body), "BAD_USER_INPUT");
+
+    let response = post(&app, GRJ, json!({ "query": PROFILES })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(content_type(&response).starts_with(GRJ));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "data": { "profiles": { "totalCount": 0, "nodes": [] } } })
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn accept_decides_the_media_type_and_406_when_none_fits() {
+    let app = spawn_app().await;
+    let query = json!({ "query": "{ __typename }" });
+    for (accept, expected) in [
+        ("application/json", "application/json"),
+        ("*/*", "application/json"),
+        (GRJ, GRJ),
+        (
+            "application/graphql-response+json;q=0.2, application/json",
+            "application/json",
+        ),
+    ] {
+        let response = post(&app, accept, query.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK, "{accept}");
+        assert!(content_type(&response).starts_with(expected), "{accept}");
+        assert_eq!(header_of(response.headers(), "vary"), Some("accept"));
+    }
+    let response = post(&app, "text/csv", query).await;
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(first_code(&body), "NOT_ACCEPTABLE");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_4xx_errors() {
+    let app = spawn_app().await;
+    let send = |content_type: Option<&'static str>, body: &'static str| {
+        let mut request = app
+            .client
+            .post(app.url("/graphql"))
+            .header(header::ACCEPT, "application/json")
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        request.send()
+    };
+    let cases: [(Option<&str>, &str, StatusCode, &str, &str); 7] = [
+        (
+            Some("text/plain"),
+            "{}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "application/json",
+        ),
+        (
+            None,
+            "{}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "application/json",
+        ),
+        (
+            Some("application/json"),
+            "{\"query\":",
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "not valid JSON",
+        ),
+        (
+            Some("application/json"),
+            "NONSENSE",
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "not valid JSON",
+        ),
+        (
+            Some("application/json"),
+            "{\"qeury\": \"{ __typename }\"}",
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "no `query`",
+        ),
+        (
+            Some("application/json; charset=utf-8"),
+            "{\"query\": \"{ __typename }\", \"variables\": [7]}",
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "`variables` must be a JSON object",
+        ),
+        (
+            Some("application/json"),
+            "42",
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "JSON object",
+        ),
+    ];
+    for (content_type, body, status, code, message) in cases {
+        let response = send(content_type, body).await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(first_code(&json), code, "{json}");
+        let text = json["errors"][0]["message"].as_str().unwrap();
+        assert!(text.contains(message), "{text:?} lacks {message:?}");
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn get_runs_queries_with_variables() {
+    let app = spawn_app().await;
+    create_profile(
+        &app,
+        json!({ "name": "Alpha", "organizationType": "NONPROFIT" }),
+    )
+    .await;
+    let response = get(
+        &app,
+        "application/json",
+        &[
+            (
+                "query",
+                "query Q($n: Int) { profiles(first: $n) { nodes { name } } }",
+            ),
+            ("variables", "{\"n\": 1}"),
+            ("operationName", ""),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "data": { "profiles": { "nodes": [{ "name": "Alpha" }] } } })
+    );
+
+    let response = get(
+        &app,
+        "application/json",
+        &[("query", "{ __typename }"), ("variables", "{")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn mutations_by_get_are_refused_with_405_and_never_run() {
+    let app = spawn_app().await;
+    let create = r#"mutation { createProfile(input: { name: "Sneaky", organizationType: NONPROFIT }) { id } }"#;
+    let named = r#"query Read { __typename } mutation Write { createProfile(input: { name: "Sneaky", organizationType: NONPROFIT }) { id } }"#;
+    for params in [
+        vec![("query", create)],
+        vec![("query", named), ("operationName", "Write")],
+    ] {
+        let response = get(&app, "application/json", &params).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(header_of(response.headers(), "allow"), Some("POST"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(first_code(&body), "METHOD_NOT_ALLOWED");
+    }
+    // The query of the same document still runs by GET.
+    let response = get(
+        &app,
+        "application/json",
+        &[("query", named), ("operationName", "Read")],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 0);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn persisted_queries_round_trip_over_post_and_get() {
+    let app = spawn_app().await;
+    create_profile(
+        &app,
+        json!({ "name": "Alpha", "organizationType": "NONPROFIT" }),
+    )
+    .await;
+    let hash = sha256(PROFILES);
+
+    // Unknown hash: the client is asked for the query (200 for JSON clients, 400 otherwise).
+    let response = post(
+        &app,
+        "application/json",
+        json!({ "extensions": persisted(&hash) }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "errors": [{ "message": "PersistedQueryNotFound", "extensions": { "code": "PERSISTED_QUERY_NOT_FOUND" } }] })
+    );
+    let response = post(&app, GRJ, json!({ "extensions": persisted(&hash) })).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Query and hash: run and remembered.
+    let expected =
+        json!({ "data": { "profiles": { "totalCount": 1, "nodes": [{ "name": "Alpha" }] } } });
+    let response = post(
+        &app,
+        GRJ,
+        json!({ "query": PROFILES, "extensions": persisted(&hash) }),
+    )
+    .await;
+    assert_eq!(response.json::<Value>().await.unwrap(), expected);
+
+    // Hash only, by POST and by GET.
+    let response = post(&app, GRJ, json!({ "extensions": persisted(&hash) })).await;
+    assert_eq!(response.json::<Value>().await.unwrap(), expected);
+    let extensions = persisted(&hash).to_string();
+    let response = get(&app, GRJ, &[("extensions", &extensions)]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("etag"));
+    assert_eq!(response.json::<Value>().await.unwrap(), expected);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn persisted_queries_with_a_wrong_hash_are_refused_and_not_kept() {
+    let app = spawn_app().await;
+    let wrong = sha256("{ somethingElse }");
+    let response = post(
+        &app,
+        GRJ,
+        json!({ "query": PROFILES, "extensions": persisted(&wrong) }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["message"],
+        "provided sha does not match query"
+    );
+    assert_eq!(first_code(&body), "BAD_REQUEST");
+
+    let response = post(
+        &app,
+        "application/json",
+        json!({ "extensions": persisted(&wrong) }),
+    )
+    .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(first_code(&body), "PERSISTED_QUERY_NOT_FOUND");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn a_persisted_mutation_cannot_be_replayed_by_get() {
+    let app = spawn_app().await;
+    let mutation = r#"mutation { createProfile(input: { name: "Once", organizationType: NONPROFIT }) { id } }"#;
+    let hash = sha256(mutation);
+    let response = post(
+        &app,
+        GRJ,
+        json!({ "query": mutation, "extensions": persisted(&hash) }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 1);
+
+    let extensions = persisted(&hash).to_string();
+    let response = get(&app, GRJ, &[("extensions", &extensions)]).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 1);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn batches_run_each_operation_up_to_the_limit() {
+    let app = spawn_http_app(HttpConfig {
+        max_batch_size: 2,
+        ..HttpConfig::default()
+    })
+    .await;
+    let response = post(
+        &app,
+        GRJ,
+        json!([
+            { "query": "{ profiles { totalCount } }" },
+            { "query": "{" },
+        ]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body[0],
+        json!({ "data": { "profiles": { "totalCount": 0 } } })
+    );
+    assert_eq!(first_code(&body[1]), "GRAPHQL_PARSE_FAILED");
+    assert!(body[1].get("data").is_none());
+
+    let item = json!({ "query": "{ __typename }" });
+    for too_many in [json!([]), json!([item, item, item])] {
+        let response = post(&app, GRJ, too_many).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1 to 2")
+        );
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn cache_control_follows_the_schema_hints() {
+    let app = spawn_app().await;
+    let cache_control = |response: &Response| {
+        header_of(response.headers(), "cache-control")
+            .unwrap()
+            .to_owned()
+    };
+    let response = post(&app, GRJ, json!({ "query": PROFILES })).await;
+    assert_eq!(cache_control(&response), "public, max-age=10");
+    assert!(response.headers().contains_key("etag"));
+
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header(header::AUTHORIZATION, "Bearer x")
+        .json(&json!({ "query": PROFILES }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cache_control(&response), "private, max-age=10");
+
+    // Nothing hinted: stored, but revalidated every time.
+    let response = post(&app, GRJ, json!({ "query": "{ __typename }" })).await;
+    assert_eq!(cache_control(&response), "public, no-cache");
+
+    let response = post(
+        &app,
+        GRJ,
+        json!({ "query": r#"mutation { createProfile(input: { name: "A", organizationType: NONPROFIT }) { id } }"# }),
+    )
+    .await;
+    assert_eq!(cache_control(&response), "no-store");
+    assert!(!response.headers().contains_key("etag"));
+
+    for query in ["{ profileByEin(ein: \"bad\") { id } }", "{"] {
+        let response = post(&app, "application/json", json!({ "query": query })).await;
+        assert_eq!(cache_control(&response), "no-store", "{query}");
+        assert!(!response.headers().contains_key("etag"));
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn etags_answer_304_for_post_and_get_and_change_after_a_mutation() {
+    let app = spawn_app().await;
+    create_profile(
+        &app,
+        json!({ "name": "Alpha", "organizationType": "NONPROFIT" }),
+    )
+    .await;
+    let conditional_post = |etag: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/graphql"))
+            .header(header::ACCEPT, GRJ)
+            .json(&json!({ "query": PROFILES }));
+        if let Some(etag) = etag {
+            request = request.header(header::IF_NONE_MATCH, etag);
+        }
+        request.send()
+    };
+    let first = conditional_post(None).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let etag = header_of(first.headers(), "etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
+
+    let again = conditional_post(Some(etag.clone())).await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header_of(again.headers(), "etag"), Some(etag.as_str()));
+    assert_eq!(
+        header_of(again.headers(), "cache-control"),
+        Some("public, max-age=10")
+    );
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    // The same query by GET has the same body, so the same tag.
+    let by_get = app
+        .client
+        .get(app.url("/graphql"))
+        .header(header::ACCEPT, GRJ)
+        .header(header::IF_NONE_MATCH, &etag)
+        .query(&[("query", PROFILES)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_get.status(), StatusCode::NOT_MODIFIED);
+
+    create_profile(
+        &app,
+        json!({ "name": "Beta", "organizationType": "NONPROFIT" }),
+    )
+    .await;
+    let changed = conditional_post(Some(etag.clone())).await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_ne!(header_of(changed.headers(), "etag"), Some(etag.as_str()));
+    let body: Value = changed.json().await.unwrap();
+    assert_eq!(body["data"]["profiles"]["totalCount"], 2);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn responses_are_compressed_by_accept_encoding() {
+    let app = spawn_app().await;
+    seed(&app, 30, 2).await;
+    let query =
+        json!({ "query": "{ profiles(first: 30) { nodes { id name missionStatement } } }" });
+    let plain = post(&app, GRJ, query.clone()).await;
+    assert!(!plain.headers().contains_key("content-encoding"));
+    let plain_etag = header_of(plain.headers(), "etag").unwrap().to_owned();
+    let expected: Value = plain.json().await.unwrap();
+
+    for coding in ["gzip", "br"] {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header(header::ACCEPT, GRJ)
+            .header(header::ACCEPT_ENCODING, coding)
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            header_of(response.headers(), "content-encoding"),
+            Some(coding)
+        );
+        let etag = header_of(response.headers(), "etag").unwrap().to_owned();
+        assert_eq!(
+            etag,
+            format!("{}-{coding}\"", plain_etag.trim_end_matches('"'))
+        );
+        let compressed = response.bytes().await.unwrap();
+        let mut text = String::new();
+        match coding {
+            "gzip" => flate2::read::GzDecoder::new(&compressed[..])
+                .read_to_string(&mut text)
+                .unwrap(),
+            _ => brotli_decompressor::Decompressor::new(&compressed[..], 4096)
+                .read_to_string(&mut text)
+                .unwrap(),
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+
+        // The coding's tag revalidates too.
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header(header::ACCEPT, GRJ)
+            .header(header::ACCEPT_ENCODING, coding)
+            .header(header::IF_NONE_MATCH, &etag)
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(header_of(response.headers(), "etag"), Some(etag.as_str()));
+    }
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let app = spawn_http_app(HttpConfig {
+        max_body_bytes: 1024,
+        ..HttpConfig::default()
+    })
+    .await;
+    let padding = " ".repeat(2000);
+    let response = post(
+        &app,
+        GRJ,
+        json!({ "query": format!("{{ __typename {padding} }}") }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(first_code(&body), "PAYLOAD_TOO_LARGE");
+    let response = post(&app, GRJ, json!({ "query": "{ __typename }" })).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn requests_that_take_too_long_get_408() {
+    let app = spawn_http_app(HttpConfig {
+        request_timeout_secs: 1,
+        ..HttpConfig::default()
+    })
+    .await;
+    // A body that never finishes arriving keeps the request running.
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\"",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered before the test's own timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let app = spawn_http_app(HttpConfig {
+        cors_origins: vec!["https://app.example.org".into()],
+        ..HttpConfig::default()
+    })
+    .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header(header::ORIGIN, origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://app.example.org").await.unwrap();
+    assert_eq!(
+        header_of(allowed.headers(), "access-control-allow-origin"),
+        Some("https://app.example.org")
+    );
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    app.finish().await;
+
+    // Without origins, no CORS headers at all.
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header(header::ORIGIN, "https://app.example.org")
+        .json(&json!({ "query": "{ __typename }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !response
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn an_invalid_cors_origin_stops_the_start() {
+    let test_db = crate::helpers::TestDb::new(crate::helpers::Backend::Sqlite)
+        .await
+        .unwrap();
+    let config = catalynx::config::ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        demo: false,
+        api: Default::default(),
+        cache: Default::default(),
+        http: HttpConfig {
+            cors_origins: vec!["app.example.org/path".into()],
+            ..HttpConfig::default()
+        },
+    };
+    let error = catalynx::server::RunningServer::start(test_db.connect().await, &config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("--cors-origins"), "{error}");
+}
