@@ -4,6 +4,7 @@
 
 mod foundation;
 mod helpers;
+mod import;
 mod mutations;
 mod n_plus_one;
 mod queries;
