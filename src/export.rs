@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use entity::{opportunity, profile};
@@ -45,10 +45,11 @@ pub async fn export_to(
     output: Option<&Path>,
 ) -> anyhow::Result<ExportReport> {
     let Some(path) = output else {
-        let stdout = std::io::stdout();
-        return export(db, format, BufWriter::new(stdout.lock())).await;
+        return export(db, format, BufWriter::new(std::io::stdout())).await;
     };
-    let partial = path.with_extension("partial");
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
     let file = File::create(&partial)
         .with_context(|| format!("--output: cannot create {}", partial.display()))?;
     let report = export(db, format, BufWriter::new(file)).await?;

@@ -130,7 +130,7 @@ impl fmt::Display for ImportReport {
         }
         writeln!(
             f,
-            "{:.1} s, {:.0} rows/s",
+            "{:.2} s, {:.0} rows/s",
             self.seconds,
             self.rows_per_second()
         )?;
