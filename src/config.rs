@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,11 @@ pub enum Command {
     Seed(SeedConfig),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Import profiles (and opportunities) from IRS or Catalynx files.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Write every profile and opportunity out, for backups or leaving.
+    Export(ExportConfig),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -253,4 +258,68 @@ fn parse_field_ttls(text: &str) -> Result<FieldTtls, String> {
         })
         .collect::<Result<_, String>>()
         .map(FieldTtls)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// IRS Exempt Organizations Business Master File CSVs (plain or gzip): upsert profiles by EIN.
+    Bmf(BmfImportConfig),
+    /// A Catalynx SQLite database, or a file written by `catalynx export`: upsert by id.
+    Catalynx(CatalynxImportConfig),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BmfImportConfig {
+    /// EO BMF CSV files, e.g. eo1.csv eo2.csv.gz (gzip is recognised by its magic bytes).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub options: ImportOptions,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CatalynxImportConfig {
+    /// The Catalynx SQLite database (opened read-only), or a `catalynx export` file (JSONL or CSV).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub options: ImportOptions,
+}
+
+/// How an import writes and reports.
+#[derive(Debug, Clone, Args)]
+pub struct ImportOptions {
+    /// Rows per transaction: a failure loses at most one batch, and a batch is never half-written.
+    #[arg(long, env = "CATALYNX_IMPORT_BATCH_SIZE", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: u64,
+    /// Rejected rows listed in the report with line number and reason (all are counted).
+    #[arg(long, env = "CATALYNX_IMPORT_SHOW_REJECTS", default_value_t = 20)]
+    pub show_rejects: usize,
+    /// Hide the progress bar.
+    #[arg(long, env = "CATALYNX_QUIET")]
+    pub quiet: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// The file format of `catalynx export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line, tagged `"table": "profiles"` or `"opportunities"`.
+    Jsonl,
+    /// One CSV table: a `table` column, then the columns of both tables.
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportConfig {
+    /// Output format.
+    #[arg(long, env = "CATALYNX_EXPORT_FORMAT", value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// File to write (replaced if it exists); standard output when absent.
+    #[arg(long, env = "CATALYNX_EXPORT_OUTPUT")]
+    pub output: Option<PathBuf>,
 }

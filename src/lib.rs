@@ -8,6 +8,8 @@
 //! - [`error`]: the one `AppError` enum and the GraphQL error code of each variant.
 //! - [`store`]: database access as plain `async fn`s (queries, keyset pages, bulk inserts).
 //! - [`seed`]: deterministic demo data.
+//! - [`import`]: streaming, batched imports of IRS EO BMF files and Catalynx data.
+//! - [`export`]: every profile and opportunity as JSONL or CSV.
 //! - [`graphql`]: the schema: one module per type, DataLoaders, limits.
 //! - [`http`]: GraphQL over HTTP, persisted queries, caching headers, playground, operator endpoints.
 //! - [`rest`]: the seed platform's REST endpoints (`/api/profiles...`).
@@ -19,15 +21,17 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod graphql;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod rest;
 pub mod seed;
 pub mod server;
 pub mod store;
 
-use config::{Cli, Command};
+use config::{Cli, Command, ImportCommand};
 use db::Db;
 
 /// Runs one CLI command to completion.
@@ -61,6 +65,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds = format!("{:.2}", report.seconds),
                 rows_per_second = format!("{:.0}", report.rows_per_second()),
                 "seeded"
+            );
+            Ok(())
+        }
+        Command::Import(command) => {
+            let db = Db::connect(&cli.db).await?;
+            db.migrate().await?;
+            let report = match command {
+                ImportCommand::Bmf(config) => {
+                    import::bmf::import(&db, &config.files, &config.options).await?
+                }
+                ImportCommand::Catalynx(config) => {
+                    import::catalynx::import(&db, &config.path, &config.options).await?
+                }
+            };
+            print!("{report}");
+            Ok(())
+        }
+        Command::Export(config) => {
+            let db = Db::connect(&cli.db).await?;
+            db.migrate().await?;
+            let report = export::export_to(&db, config.format, config.output.as_deref()).await?;
+            tracing::info!(
+                profiles = report.profiles,
+                opportunities = report.opportunities,
+                "exported"
             );
             Ok(())
         }

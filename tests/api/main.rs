@@ -6,6 +6,7 @@ mod cache;
 mod foundation;
 mod helpers;
 mod http;
+mod import;
 mod mutations;
 mod n_plus_one;
 mod operations;

@@ -1,0 +1,173 @@
+//! Imports: IRS EO BMF files ([`bmf`]) and Catalynx data ([`catalynx`]).
+//!
+//! Both stream their input and write it in batches, one transaction per
+//! batch: memory stays flat whatever the input size, a failure loses at most
+//! the batch in flight, and a batch is never half-written. Rows are validated
+//! whole before a batch is written, so a bad row is counted, listed in the
+//! report and skipped; it never stops the import.
+//!
+//! Both upsert (BMF by EIN, Catalynx by id) and compare before writing: an
+//! unchanged row is not rewritten, so importing the same input twice changes
+//! nothing, not even `updated_at`.
+
+pub mod bmf;
+pub mod catalynx;
+
+use std::fmt;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// What happened to the rows of one table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Rows in the input, good or bad.
+    pub read: u64,
+    /// New rows written.
+    pub inserted: u64,
+    /// Existing rows that differed and were rewritten.
+    pub updated: u64,
+    /// Existing rows that already held the same data and were left alone.
+    pub unchanged: u64,
+    /// Rows skipped as invalid.
+    pub rejected: u64,
+}
+
+/// Where an input row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// A line of a text file, counted from 1 (the header is line 1).
+    Line(u64),
+    /// A row of a database table.
+    Row { table: &'static str, rowid: i64 },
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(line) => write!(f, "line {line}"),
+            Self::Row { table, rowid } => write!(f, "{table} rowid {rowid}"),
+        }
+    }
+}
+
+/// One skipped input row and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reject {
+    /// The file the row came from.
+    pub source: String,
+    pub position: Position,
+    pub reason: String,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.source, self.position, self.reason)
+    }
+}
+
+/// The outcome of one import, printed when it ends.
+#[derive(Clone, Debug)]
+pub struct ImportReport {
+    pub profiles: Counts,
+    pub opportunities: Counts,
+    /// The first rejected rows, up to the configured number.
+    pub rejects: Vec<Reject>,
+    pub seconds: f64,
+    shown: usize,
+    started: Instant,
+}
+
+impl ImportReport {
+    fn new(shown: usize) -> Self {
+        Self {
+            profiles: Counts::default(),
+            opportunities: Counts::default(),
+            rejects: Vec::new(),
+            seconds: 0.0,
+            shown,
+            started: Instant::now(),
+        }
+    }
+
+    /// Keeps the details of the first rejects only: a file of bad rows must
+    /// not fill memory. The count in [`Counts::rejected`] is kept by the caller.
+    fn reject(&mut self, source: &str, position: Position, reason: impl Into<String>) {
+        if self.rejects.len() < self.shown {
+            self.rejects.push(Reject {
+                source: source.to_owned(),
+                position,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    fn finish(mut self) -> Self {
+        self.seconds = self.started.elapsed().as_secs_f64();
+        self
+    }
+
+    /// Input rows per second, good and bad.
+    pub fn rows_per_second(&self) -> f64 {
+        (self.profiles.read + self.opportunities.read) as f64 / self.seconds.max(1e-9)
+    }
+}
+
+impl fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (table, c) in [
+            ("profiles", self.profiles),
+            ("opportunities", self.opportunities),
+        ] {
+            if table == "opportunities" && c == Counts::default() {
+                continue;
+            }
+            writeln!(
+                f,
+                "{table}: {} read, {} inserted, {} updated, {} unchanged, {} rejected",
+                c.read, c.inserted, c.updated, c.unchanged, c.rejected
+            )?;
+        }
+        writeln!(
+            f,
+            "{:.2} s, {:.0} rows/s",
+            self.seconds,
+            self.rows_per_second()
+        )?;
+        let rejected = self.profiles.rejected + self.opportunities.rejected;
+        if rejected > 0 {
+            writeln!(
+                f,
+                "rejected rows (first {} of {rejected}):",
+                self.rejects.len()
+            )?;
+            for reject in &self.rejects {
+                writeln!(f, "  {reject}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a progress bar counts.
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Input bytes (compressed bytes for gzip files): known up front where rows are not.
+    Bytes,
+    /// Rows of a database, counted first.
+    Rows,
+}
+
+fn progress_bar(len: u64, unit: Unit, quiet: bool) -> anyhow::Result<ProgressBar> {
+    if quiet {
+        return Ok(ProgressBar::hidden());
+    }
+    let template = match unit {
+        Unit::Bytes => {
+            "{spinner} importing [{bar:40}] {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta}) {msg}"
+        }
+        Unit::Rows => "{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+    };
+    Ok(ProgressBar::new(len)
+        .with_style(ProgressStyle::with_template(template)?.progress_chars("=> ")))
+}

@@ -1,0 +1,712 @@
+//! Imports (IRS EO BMF, Catalynx databases) and export, on real databases.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use catalynx::config::{ExportFormat, ImportOptions};
+use catalynx::db::Db;
+use catalynx::import::{Counts, ImportReport, Position, bmf, catalynx as catalynx_import};
+use entity::{opportunity, profile};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Backend, TestDb};
+
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/eo_bmf_sample.csv"
+);
+const NEWER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/eo_bmf_sample_newer.csv"
+);
+
+/// Runs `$body(backend)` as one test on SQLite and one on PostgreSQL.
+macro_rules! on_sqlite_and_postgres {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+/// Small batches, so that every test crosses batch boundaries.
+fn options() -> ImportOptions {
+    ImportOptions {
+        batch_size: 3,
+        show_rejects: 20,
+        quiet: true,
+    }
+}
+
+fn counts(read: u64, inserted: u64, updated: u64, unchanged: u64, rejected: u64) -> Counts {
+    Counts {
+        read,
+        inserted,
+        updated,
+        unchanged,
+        rejected,
+    }
+}
+
+/// Every column of every row, in id order, hashed: equal digests, equal data.
+async fn digest(db: &Db) -> String {
+    let mut hasher = Sha256::new();
+    let profiles = profile::Entity::find()
+        .order_by_asc(profile::Column::Id)
+        .all(&db.read)
+        .await
+        .unwrap();
+    for row in &profiles {
+        hasher.update(serde_json::to_vec(row).unwrap());
+    }
+    let opportunities = opportunity::Entity::find()
+        .order_by_asc(opportunity::Column::Id)
+        .all(&db.read)
+        .await
+        .unwrap();
+    for row in &opportunities {
+        hasher.update(serde_json::to_vec(row).unwrap());
+    }
+    hasher.update(format!("{} {}", profiles.len(), opportunities.len()));
+    format!("{:x}", hasher.finalize())
+}
+
+async fn by_ein(db: &Db, ein: &str) -> profile::Model {
+    profile::Entity::find()
+        .filter(profile::Column::Ein.eq(ein))
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no profile with EIN {ein}"))
+}
+
+/// `updated_at` of every profile, by EIN.
+async fn updated_at_by_ein(db: &Db) -> BTreeMap<String, String> {
+    profile::Entity::find()
+        .all(&db.read)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.ein.unwrap(), p.updated_at.to_rfc3339()))
+        .collect()
+}
+
+fn reject_lines(report: &ImportReport) -> Vec<(u64, String)> {
+    report
+        .rejects
+        .iter()
+        .map(|r| match r.position {
+            Position::Line(line) => (line, r.reason.clone()),
+            other => panic!("a BMF reject at {other}"),
+        })
+        .collect()
+}
+
+async fn bmf_rows_are_validated_and_bad_ones_reported(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+
+    let report = bmf::import(&db, &[PathBuf::from(SAMPLE)], &options())
+        .await
+        .unwrap();
+
+    assert_eq!(report.profiles, counts(11, 7, 0, 0, 4));
+    assert_eq!(
+        reject_lines(&report),
+        vec![
+            (
+                5,
+                "invalid EIN \"01000000X\": expected 9 digits, e.g. 12-3456789".to_owned()
+            ),
+            (
+                7,
+                "invalid state \"ZZ\": expected a two-letter US state code, e.g. CA".to_owned()
+            ),
+            (8, "expected 28 fields, found 6".to_owned()),
+            (9, "NAME is blank".to_owned()),
+        ]
+    );
+    assert!(report.rejects[0].source.ends_with("eo_bmf_sample.csv"));
+    let shown = report.to_string();
+    assert!(
+        shown.contains("profiles: 11 read, 7 inserted, 0 updated, 0 unchanged, 4 rejected"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("eo_bmf_sample.csv line 8: expected 28 fields"),
+        "{shown}"
+    );
+
+    let food_bank = by_ein(&db, "010000001").await;
+    assert!(food_bank.id.starts_with("profile_"));
+    assert_eq!(
+        json!({
+            "name": food_bank.name,
+            "organization_type": food_bank.organization_type,
+            "status": food_bank.status,
+            "city": food_bank.city,
+            "state": food_bank.state,
+            "annual_revenue": food_bank.annual_revenue,
+            "ntee_codes": food_bank.ntee_codes.0,
+            "focus_areas": food_bank.focus_areas.0,
+            "mission_statement": food_bank.mission_statement,
+        }),
+        json!({
+            "name": "RIVERBEND COMMUNITY FOOD BANK",
+            "organization_type": "nonprofit",
+            "status": "active",
+            "city": "SPRINGFIELD",
+            "state": "IL",
+            "annual_revenue": 310000,
+            "ntee_codes": ["K31"],
+            "focus_areas": [],
+            "mission_statement": null,
+        })
+    );
+    assert_eq!(
+        by_ein(&db, "010000002").await.name,
+        "HARBOR LIGHTS YOUTH ALLIANCE, INC",
+        "a quoted comma stays in the name"
+    );
+    // Blank or unusable optional values leave the field empty, keeping the row.
+    assert_eq!(by_ein(&db, "010000003").await.annual_revenue, None);
+    assert_eq!(by_ein(&db, "010000011").await.annual_revenue, None);
+    assert!(by_ein(&db, "010000005").await.ntee_codes.0.is_empty());
+    assert_eq!(by_ein(&db, "010000010").await.state, None);
+    test_db.cleanup().await;
+}
+on_sqlite_and_postgres!(bmf_validation, bmf_rows_are_validated_and_bad_ones_reported);
+
+/// A gzip copy of `source` under a name that does not say so.
+fn gzip_copy(source: &str, dir: &Path) -> PathBuf {
+    let path = dir.join("eo_bmf_sample.dat");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).unwrap(),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(&std::fs::read(source).unwrap()).unwrap();
+    encoder.finish().unwrap();
+    path
+}
+
+async fn reimporting_the_same_file_changes_nothing(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    bmf::import(&db, &[PathBuf::from(SAMPLE)], &options())
+        .await
+        .unwrap();
+    let before = digest(&db).await;
+
+    let again = bmf::import(&db, &[PathBuf::from(SAMPLE)], &options())
+        .await
+        .unwrap();
+    assert_eq!(again.profiles, counts(11, 0, 0, 7, 4));
+    assert_eq!(digest(&db).await, before, "not even updated_at moved");
+
+    // The same rows gzip-compressed (recognised by content, not by name).
+    let dir = tempfile::tempdir().unwrap();
+    let gz = gzip_copy(SAMPLE, dir.path());
+    let compressed = bmf::import(&db, &[gz], &options()).await.unwrap();
+    assert_eq!(compressed.profiles, counts(11, 0, 0, 7, 4));
+    assert_eq!(reject_lines(&compressed), reject_lines(&again));
+    assert_eq!(digest(&db).await, before);
+    test_db.cleanup().await;
+}
+on_sqlite_and_postgres!(bmf_reimport, reimporting_the_same_file_changes_nothing);
+
+async fn a_newer_file_updates_the_changed_rows_only(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    bmf::import(&db, &[PathBuf::from(SAMPLE)], &options())
+        .await
+        .unwrap();
+    // A field the BMF does not carry, edited by a user meanwhile.
+    let mut food_bank = by_ein(&db, "010000001").await;
+    food_bank.mission_statement = Some("Ending hunger in Sangamon County.".into());
+    catalynx::store::profiles::update(&db.write, food_bank)
+        .await
+        .unwrap();
+    let before = updated_at_by_ein(&db).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+
+    let report = bmf::import(&db, &[PathBuf::from(NEWER)], &options())
+        .await
+        .unwrap();
+
+    assert_eq!(report.profiles, counts(8, 1, 3, 4, 0));
+    let after = updated_at_by_ein(&db).await;
+    let moved: Vec<&str> = before
+        .iter()
+        .filter(|(ein, at)| after[*ein] != **at)
+        .map(|(ein, _)| ein.as_str())
+        .collect();
+    assert_eq!(moved, ["010000001", "010000002", "010000005"]);
+    assert_eq!(after.len(), 8, "updated in place, never duplicated");
+    let food_bank = by_ein(&db, "010000001").await;
+    assert_eq!(food_bank.annual_revenue, Some(335_500));
+    assert_eq!(
+        food_bank.mission_statement.as_deref(),
+        Some("Ending hunger in Sangamon County."),
+        "fields the BMF does not carry are the user's"
+    );
+    assert_eq!(
+        by_ein(&db, "010000002").await.name,
+        "HARBOR LIGHTS YOUTH ALLIANCE"
+    );
+    assert_eq!(by_ein(&db, "010000005").await.ntee_codes.0, ["W30"]);
+    assert_eq!(
+        by_ein(&db, "010000012").await.name,
+        "BLUE RIDGE LITERACY PROJECT"
+    );
+    test_db.cleanup().await;
+}
+on_sqlite_and_postgres!(bmf_newer_file, a_newer_file_updates_the_changed_rows_only);
+
+fn bmf_file(dir: &Path, name: &str, rows: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let mut text = bmf::HEADER.join(",");
+    for row in rows {
+        text.push('\n');
+        text.push_str(row);
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A BMF row with the given EIN and revenue.
+fn bmf_row(ein: &str, revenue: u64) -> String {
+    format!(
+        "{ein},KEYSTONE LEGAL AID SOCIETY,,5 MARKET ST,HARRISBURG,PA,17101-0000,0000,03,3,1000,199002,1,15,000000000,1,01,202312,3,3,01,0,12,1000,{revenue},{revenue},I80,"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_ein_updates_the_earlier_row_within_one_batch() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = bmf_file(
+        dir.path(),
+        "eo_pa.csv",
+        &[&bmf_row("230000001", 100), &bmf_row("230000001", 200)],
+    );
+    let one_batch = ImportOptions {
+        batch_size: 100,
+        ..options()
+    };
+
+    let report = bmf::import(&db, &[file], &one_batch).await.unwrap();
+
+    assert_eq!(report.profiles, counts(2, 1, 1, 0, 0));
+    assert_eq!(by_ein(&db, "230000001").await.annual_revenue, Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_another_header_is_refused_before_anything_is_written() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("grants.csv");
+    std::fs::write(&other, "EIN,NAME,CITY\n230000001,X,Y\n").unwrap();
+
+    let err = bmf::import(&db, &[PathBuf::from(SAMPLE), other], &options())
+        .await
+        .unwrap_err()
+        .to_string();
+
+    assert!(err.contains("grants.csv: not an EO BMF file"), "{err}");
+    let written = profile::Entity::find().count(&db.read).await.unwrap();
+    assert_eq!(
+        written, 0,
+        "the good file before it was not imported either"
+    );
+}
+
+/// Seeds SQLite, exports in `format`, imports the file into an empty database
+/// of `backend`: the data must be the same, and so must its export.
+async fn round_trip(backend: Backend, format: ExportFormat) {
+    let Some(target) = TestDb::new(backend).await else {
+        return;
+    };
+    let source = TestDb::new(Backend::Sqlite).await.unwrap();
+    let source_db = source.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 40,
+        opportunities_per_profile: 4,
+        seed: 3,
+    };
+    catalynx::seed::seed(&source_db, plan, false).await.unwrap();
+    let mut exported = Vec::new();
+    let written = catalynx::export::export(&source_db, format, &mut exported)
+        .await
+        .unwrap();
+    assert_eq!(written.profiles, 40);
+    assert_eq!(written.opportunities, 160);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export");
+    std::fs::write(&file, &exported).unwrap();
+
+    let target_db = target.connect().await;
+    let report = catalynx_import::import(&target_db, &file, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(report.profiles, counts(40, 40, 0, 0, 0));
+    assert_eq!(report.opportunities, counts(160, 160, 0, 0, 0));
+    assert_eq!(digest(&target_db).await, digest(&source_db).await);
+    let mut again = Vec::new();
+    catalynx::export::export(&target_db, format, &mut again)
+        .await
+        .unwrap();
+    assert!(again == exported, "the export of the copy differs");
+    // Importing the export again changes nothing.
+    let twice = catalynx_import::import(&target_db, &file, &options())
+        .await
+        .unwrap();
+    assert_eq!(twice.profiles, counts(40, 0, 0, 40, 0));
+    assert_eq!(twice.opportunities, counts(160, 0, 0, 160, 0));
+    target.cleanup().await;
+}
+
+async fn round_trip_jsonl(backend: Backend) {
+    round_trip(backend, ExportFormat::Jsonl).await;
+}
+on_sqlite_and_postgres!(round_trip_through_jsonl, round_trip_jsonl);
+
+async fn round_trip_csv(backend: Backend) {
+    round_trip(backend, ExportFormat::Csv).await;
+}
+on_sqlite_and_postgres!(round_trip_through_csv, round_trip_csv);
+
+/// The columns of the original platform's tables (DOMAIN.md) in its own
+/// order, plus columns this schema does not have: a stored
+/// `opportunities_count` and the JSON columns of its analysis pipeline.
+const OLD_SCHEMA: &[&str] = &[
+    "CREATE TABLE profiles (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, organization_type TEXT NOT NULL,
+        ein TEXT, mission_statement TEXT, status TEXT NOT NULL DEFAULT 'active',
+        keywords TEXT, focus_areas TEXT, ntee_codes TEXT, city TEXT, state TEXT,
+        annual_revenue INTEGER, website_url TEXT, last_discovery_date TIMESTAMP,
+        opportunities_count INTEGER DEFAULT 0, processing_history TEXT,
+        created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP)",
+    "CREATE TABLE opportunities (
+        id TEXT PRIMARY KEY, profile_id TEXT NOT NULL REFERENCES profiles(id),
+        organization_name TEXT NOT NULL, ein TEXT, current_stage TEXT DEFAULT 'discovery',
+        overall_score REAL DEFAULT 0, confidence_level REAL, priority_level TEXT,
+        user_rating INTEGER, source TEXT, award_floor INTEGER, award_ceiling INTEGER,
+        close_date DATE, tags TEXT, notes TEXT, analysis_discovery TEXT, stage_history TEXT,
+        discovery_date TIMESTAMP, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP)",
+];
+
+/// Creates a SQLite database at `path` the way the original platform left
+/// it: Python timestamps without offset, JSON as text, loosely typed values.
+async fn old_catalynx_db(path: &Path, rows: &[&str]) {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    for sql in OLD_SCHEMA.iter().chain(rows) {
+        sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(*sql))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    pool.close().await;
+}
+
+const OLD_ROWS: &[&str] = &[
+    "INSERT INTO profiles VALUES ('profile_a1b2c3d4e5f6', 'Riverbend Community Food Bank',
+        'nonprofit', '01-0000001', 'Ending hunger in Springfield.', 'active', 'food, hunger',
+        '[\"food security\", \"nutrition\"]', '[\"K31\"]', 'Springfield', 'IL', 1250000.0,
+        'https://riverbend.example.org', '2024-05-02 09:30:00', 2, '{\"runs\": [1, 2]}',
+        '2024-03-01 10:15:00.123456', '2024-05-02 09:30:00.5')",
+    "INSERT INTO profiles VALUES ('profile_0f0e0d0c0b0a', 'Prairie Arts Council', 'Nonprofit',
+        NULL, NULL, 'draft', NULL, NULL, '[\"A20\", \"A50\"]', 'Lincoln', 'ne', NULL, NULL,
+        NULL, 7, NULL, '2023-11-20T08:00:00Z', '2024-01-15T12:00:00+00:00')",
+    "INSERT INTO profiles VALUES ('profile_123456abcdef', 'Keystone Family Foundation',
+        'foundation', '230000009', NULL, 'archived', NULL, '[]', '[]', 'Harrisburg', 'PA',
+        '4800000', NULL, NULL, 0, NULL, '2022-06-30 00:00:00', NULL)",
+    "INSERT INTO opportunities VALUES ('opp_000000000001', 'profile_a1b2c3d4e5f6',
+        'Kellogg Foundation', '380000001', 'qualified_prospects', 0.82, 0.7, 'high', '4',
+        'nonprofit', 10000, 50000, '2026-09-30', '[\"capacity-building\", \"multi-year\"]',
+        'Letter of inquiry first.', '{\"score\": 0.82}', '[\"discovery\", \"prospects\"]',
+        '2024-04-01 00:00:00', '2024-04-01 00:00:00', '2024-04-10 16:45:12.250000')",
+    "INSERT INTO opportunities VALUES ('opp_000000000002', 'profile_a1b2c3d4e5f6',
+        'Department of Agriculture', NULL, 'discovery', 0.4, NULL, NULL, NULL, 'government',
+        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '2024-04-02 08:00:00', NULL)",
+    "INSERT INTO opportunities VALUES ('opp_000000000003', 'profile_0f0e0d0c0b0a',
+        'Nebraska Arts Board', NULL, 'targets', 0.91, 0.95, 'urgent', 5, 'state', 2500, 2500,
+        '2026-07-01', '[\"renewal\"]', NULL, NULL, NULL, '2024-02-01 00:00:00',
+        '2024-02-01 00:00:00', '2024-02-03 00:00:00')",
+];
+
+async fn a_catalynx_database_imports_completely_and_twice_changes_nothing(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("catalynx-old.db");
+    old_catalynx_db(&old, OLD_ROWS).await;
+    let old_bytes = std::fs::read(&old).unwrap();
+
+    let report = catalynx_import::import(&db, &old, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(report.profiles, counts(3, 3, 0, 0, 0));
+    assert_eq!(report.opportunities, counts(3, 3, 0, 0, 0));
+    let food_bank = profile::Entity::find_by_id("profile_a1b2c3d4e5f6")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&food_bank).unwrap(),
+        json!({
+            "id": "profile_a1b2c3d4e5f6",
+            "name": "Riverbend Community Food Bank",
+            "organization_type": "nonprofit",
+            "ein": "010000001",
+            "mission_statement": "Ending hunger in Springfield.",
+            "status": "active",
+            "keywords": "food, hunger",
+            "focus_areas": ["food security", "nutrition"],
+            "ntee_codes": ["K31"],
+            "city": "Springfield",
+            "state": "IL",
+            "annual_revenue": 1250000,
+            "website_url": "https://riverbend.example.org",
+            "last_discovery_date": "2024-05-02T09:30:00Z",
+            "created_at": "2024-03-01T10:15:00.123456Z",
+            "updated_at": "2024-05-02T09:30:00.500Z",
+        })
+    );
+    let arts = profile::Entity::find_by_id("profile_0f0e0d0c0b0a")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (arts.organization_type.as_str(), arts.state.as_deref()),
+        ("nonprofit", Some("NE"))
+    );
+    assert_eq!(arts.updated_at.to_rfc3339(), "2024-01-15T12:00:00+00:00");
+    let foundation = profile::Entity::find_by_id("profile_123456abcdef")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(foundation.annual_revenue, Some(4_800_000));
+    assert_eq!(foundation.updated_at, foundation.created_at);
+    let kellogg = opportunity::Entity::find_by_id("opp_000000000001")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&kellogg).unwrap(),
+        json!({
+            "id": "opp_000000000001",
+            "profile_id": "profile_a1b2c3d4e5f6",
+            "organization_name": "Kellogg Foundation",
+            "ein": "380000001",
+            "current_stage": "qualified_prospects",
+            "overall_score": 0.82,
+            "confidence_level": 0.7,
+            "priority_level": "high",
+            "user_rating": 4,
+            "source": "nonprofit",
+            "award_floor": 10000,
+            "award_ceiling": 50000,
+            "close_date": "2026-09-30",
+            "tags": ["capacity-building", "multi-year"],
+            "notes": "Letter of inquiry first.",
+            "discovery_date": "2024-04-01T00:00:00Z",
+            "created_at": "2024-04-01T00:00:00Z",
+            "updated_at": "2024-04-10T16:45:12.250Z",
+        })
+    );
+    let agriculture = opportunity::Entity::find_by_id("opp_000000000002")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(agriculture.discovery_date, agriculture.created_at);
+    assert!(agriculture.tags.0.is_empty());
+    let before = digest(&db).await;
+
+    let twice = catalynx_import::import(&db, &old, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(twice.profiles, counts(3, 0, 0, 3, 0));
+    assert_eq!(twice.opportunities, counts(3, 0, 0, 3, 0));
+    assert_eq!(digest(&db).await, before);
+    assert!(
+        std::fs::read(&old).unwrap() == old_bytes,
+        "the source database was written to"
+    );
+    test_db.cleanup().await;
+}
+on_sqlite_and_postgres!(
+    catalynx_database,
+    a_catalynx_database_imports_completely_and_twice_changes_nothing
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_catalynx_rows_are_reported_and_the_rest_imported() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("catalynx-old.db");
+    let p = |id: &str, ein: &str, status: &str, created: &str| {
+        format!(
+            "INSERT INTO profiles (id, name, organization_type, ein, status, created_at) VALUES ('{id}', 'Org {id}', 'nonprofit', {ein}, '{status}', {created})"
+        )
+    };
+    let o = |id: &str, profile: &str, score: &str, floor: &str, ceiling: &str| {
+        format!(
+            "INSERT INTO opportunities (id, profile_id, organization_name, overall_score, award_floor, award_ceiling, created_at) VALUES ('{id}', '{profile}', 'Funder', {score}, {floor}, {ceiling}, '2024-01-01')"
+        )
+    };
+    let rows = [
+        p("p1", "'010000001'", "active", "'2024-01-01'"),
+        p("p2", "NULL", "deleted", "'2024-01-01'"),
+        p("p3", "'010000001'", "active", "'2024-01-01'"),
+        p("p4", "NULL", "active", "'last spring'"),
+        p("p5", "'12345'", "active", "'2024-01-01'"),
+        o("o1", "p1", "0.5", "NULL", "NULL"),
+        o("o2", "p2", "0.5", "NULL", "NULL"),
+        o("o3", "p1", "1.5", "NULL", "NULL"),
+        o("o4", "p1", "0.5", "5000", "1000"),
+        o("o5", "p1", "0.5", "1000", "5000"),
+    ];
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+    old_catalynx_db(&old, &rows).await;
+
+    let report = catalynx_import::import(&db, &old, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(report.profiles, counts(5, 1, 0, 0, 4));
+    assert_eq!(report.opportunities, counts(5, 2, 0, 0, 3));
+    let mut rejects: Vec<String> = report
+        .rejects
+        .iter()
+        .map(|r| format!("{} {}", r.position, r.reason))
+        .collect();
+    rejects.sort();
+    assert_eq!(
+        rejects,
+        [
+            "opportunities rowid 2 profile p2 does not exist",
+            "opportunities rowid 3 overall_score must be between 0 and 1, got 1.5",
+            "opportunities rowid 4 award_floor 5000 is above award_ceiling 1000",
+            "profiles rowid 2 status: unknown value \"deleted\", expected one of active, draft, archived, template",
+            "profiles rowid 3 EIN 010000001 belongs to profile p1",
+            "profiles rowid 4 created_at: not a timestamp: \"last spring\"",
+            "profiles rowid 5 invalid EIN \"12345\": expected 9 digits, e.g. 12-3456789",
+        ]
+    );
+    assert!(
+        report
+            .rejects
+            .iter()
+            .all(|r| r.source.ends_with("catalynx-old.db"))
+    );
+}
+
+/// Runs the real binary in `dir`; returns (success, stdout, stderr).
+fn catalynx_cli(args: &[&str], dir: &Path) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("CATALYNX_LOG", "error")
+        .output()
+        .expect("run catalynx");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_commands_import_export_and_import_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ["--database-url", "sqlite://first.db"];
+    let second = ["--database-url", "sqlite://second.db"];
+
+    let (ok, stdout, stderr) = catalynx_cli(
+        &[&first[..], &["import", "bmf", SAMPLE, "--quiet"]].concat(),
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("profiles: 11 read, 7 inserted, 0 updated, 0 unchanged, 4 rejected\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rejected rows (first 4 of 4):"), "{stdout}");
+    assert!(
+        stdout.contains("eo_bmf_sample.csv line 5: invalid EIN"),
+        "{stdout}"
+    );
+
+    let (ok, csv, stderr) = catalynx_cli(
+        &[&first[..], &["export", "--format", "csv"]].concat(),
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(csv.lines().count(), 8, "a header and 7 profiles: {csv}");
+    assert!(csv.lines().next().unwrap().starts_with("table,id,name,"));
+    assert!(csv.contains("profiles,profile_"));
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[&first[..], &["export", "--output", "all.jsonl"]].concat(),
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = catalynx_cli(
+        &[&second[..], &["import", "catalynx", "all.jsonl", "--quiet"]].concat(),
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("profiles: 7 read, 7 inserted, 0 updated, 0 unchanged, 0 rejected\n"),
+        "{stdout}"
+    );
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[&second[..], &["import", "catalynx", "missing.db"]].concat(),
+        dir.path(),
+    );
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "error: missing.db: cannot open: No such file or directory (os error 2)"
+    );
+}
