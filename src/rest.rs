@@ -19,6 +19,7 @@ use axum::routing::get;
 use entity::{opportunity, profile};
 use serde::{Deserialize, Serialize};
 
+use crate::cache::Tag;
 use crate::domain::{DbEnum, ProfileStatus, Stage};
 use crate::error::{AppError, AppResult};
 use crate::http::caching::{self, Cacheability};
@@ -168,9 +169,24 @@ async fn profiles(
 ) -> AppResult<Response> {
     let params = Params::parse(raw)?;
     let (limit, offset, status) = (params.limit(state)?, params.offset()?, params.status()?);
-    let conn = &state.db().read;
-    let page = listings::profiles_page(conn, status, limit, offset).await?;
-    let total_count = listings::profiles_total(conn, status).await?;
+    let (conn, cache) = (&state.db().read, state.cache());
+    cache.sync().await;
+    // Counts make the page depend on opportunities too.
+    let page: Vec<ProfileWithCount> = cache
+        .get_or_load(
+            "rest.profiles",
+            &(status, limit, offset),
+            &[Tag::Profiles, Tag::Opportunities],
+            || async { Ok(listings::profiles_page(conn, status, limit, offset).await?) },
+        )
+        .await?;
+    // The same entry as GraphQL's `profiles { totalCount }` with that filter.
+    let filter = listings::status_filter(status);
+    let total_count = cache
+        .get_or_load("profiles.totalCount", &filter, &[Tag::Profiles], || async {
+            Ok(listings::profiles_total(conn, status).await?)
+        })
+        .await?;
     let list = ProfileList {
         profiles: page.iter().map(ProfileJson::from).collect(),
         total_count,
@@ -202,9 +218,17 @@ async fn get_profile(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let found = listings::profile(&state.db().read, &id)
-        .await?
-        .ok_or_else(|| AppError::not_found("profile", &id))?;
+    let cache = state.cache();
+    cache.sync().await;
+    let found: Option<ProfileWithCount> = cache
+        .get_or_load(
+            "rest.profile",
+            &id,
+            &[Tag::Profile(&id), Tag::ProfileOpportunities(&id)],
+            || async { Ok(listings::profile(&state.db().read, &id).await?) },
+        )
+        .await?;
+    let found = found.ok_or_else(|| AppError::not_found("profile", &id))?;
     respond(&headers, &ProfileJson::from(&found))
 }
 
@@ -216,11 +240,24 @@ async fn list_opportunities(
 ) -> AppResult<Response> {
     let params = Params::parse(raw)?;
     let (limit, stage) = (params.limit(&state)?, params.stage()?);
-    let conn = &state.db().read;
-    let page = listings::opportunities_page(conn, &id, stage, limit).await?;
-    let total_count = listings::opportunities_total(conn, &id, stage).await?;
-    // Only an empty answer needs to ask whether the profile exists at all.
-    if total_count == 0 && !crate::store::profiles::exists(conn, &id).await? {
+    let (conn, cache) = (&state.db().read, state.cache());
+    cache.sync().await;
+    let tags = [Tag::ProfileOpportunities(&id), Tag::Profile(&id)];
+    let (page, total_count, exists): (Vec<entity::opportunity::Model>, u64, bool) = cache
+        .get_or_load(
+            "rest.opportunities",
+            &(&id, stage, limit),
+            &tags,
+            || async {
+                let page = listings::opportunities_page(conn, &id, stage, limit).await?;
+                let total = listings::opportunities_total(conn, &id, stage).await?;
+                // Only an empty answer needs to ask whether the profile exists at all.
+                let exists = total > 0 || crate::store::profiles::exists(conn, &id).await?;
+                Ok((page, total, exists))
+            },
+        )
+        .await?;
+    if !exists {
         return Err(AppError::not_found("profile", &id));
     }
     let list = OpportunityList {

@@ -165,6 +165,81 @@ pub struct Stats {
     pub avg_decode_micros: f64,
 }
 
+impl Stats {
+    /// The counters in Prometheus text format, for `/metrics`.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        metric(
+            "catalynx_cache_hits_total",
+            "counter",
+            "Resolver cache lookups answered from the cache.",
+            self.hits as f64,
+        );
+        metric(
+            "catalynx_cache_misses_total",
+            "counter",
+            "Resolver cache lookups that loaded from the database.",
+            self.misses as f64,
+        );
+        metric(
+            "catalynx_cache_evictions_total",
+            "counter",
+            "Entries evicted to stay within the byte bound.",
+            self.evictions as f64,
+        );
+        metric(
+            "catalynx_cache_expirations_total",
+            "counter",
+            "Entries removed when their TTL ran out.",
+            self.expirations as f64,
+        );
+        metric(
+            "catalynx_cache_invalidated_total",
+            "counter",
+            "Entries found outdated by a write.",
+            self.stale as f64,
+        );
+        metric(
+            "catalynx_cache_bypassed_total",
+            "counter",
+            "Lookups sent to the database because Redis was unreachable.",
+            self.bypassed as f64,
+        );
+        metric(
+            "catalynx_cache_entries",
+            "gauge",
+            "Entries held in memory.",
+            self.entries as f64,
+        );
+        metric(
+            "catalynx_cache_stored_bytes",
+            "gauge",
+            "Bytes held in memory (compressed values and keys).",
+            self.stored_bytes as f64,
+        );
+        metric(
+            "catalynx_cache_max_bytes",
+            "gauge",
+            "The bound on stored bytes.",
+            self.max_bytes as f64,
+        );
+        if let Some(up) = self.shared {
+            metric(
+                "catalynx_cache_redis_up",
+                "gauge",
+                "1 when the shared Redis tier answers, 0 while it is bypassed.",
+                if up { 1.0 } else { 0.0 },
+            );
+        }
+        out
+    }
+}
+
 /// A cheap-to-clone handle to the cache.
 #[derive(Clone)]
 pub struct Cache {

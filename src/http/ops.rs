@@ -30,7 +30,8 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics().render(state.db());
+    let mut text = state.metrics().render(state.db());
+    text.push_str(&state.cache().stats().await.prometheus());
     no_store((
         [(
             header::CONTENT_TYPE,

@@ -16,13 +16,14 @@ use crate::domain::{DbEnum, ProfileStatus, Stage};
 use crate::store::profiles::{self, ProfileFilter};
 
 /// A profile and the number of its opportunities.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct ProfileWithCount {
     pub profile: profile::Model,
     pub opportunities_count: i64,
 }
 
 /// Profiles with `status`; without one, every status but archived.
-fn status_filter(status: Option<ProfileStatus>) -> ProfileFilter {
+pub fn status_filter(status: Option<ProfileStatus>) -> ProfileFilter {
     ProfileFilter {
         statuses: status.into_iter().collect(),
         ..ProfileFilter::default()

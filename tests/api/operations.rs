@@ -66,6 +66,36 @@ async fn metrics_count_operations_errors_statements_and_pools() {
         .unwrap();
     assert!(statements >= 3, "{statements}");
     assert!(statements <= app.db.statement_count());
+    // The resolver cache's counters, as `cacheStats` reports them.
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("missing {name}"))
+            .parse()
+            .unwrap()
+    };
+    let stats = app
+        .data(
+            "{ cacheStats { enabled hits misses maxBytes } }",
+            serde_json::Value::Null,
+        )
+        .await;
+    assert!(metric("catalynx_cache_hits_total") <= stats["cacheStats"]["hits"].as_f64().unwrap());
+    if stats["cacheStats"]["enabled"] == true {
+        assert!(metric("catalynx_cache_misses_total") > 0.0);
+    }
+    assert_eq!(
+        metric("catalynx_cache_max_bytes"),
+        stats["cacheStats"]["maxBytes"].as_f64().unwrap()
+    );
+    for name in [
+        "catalynx_cache_evictions_total",
+        "catalynx_cache_expirations_total",
+        "catalynx_cache_entries",
+        "catalynx_cache_stored_bytes",
+    ] {
+        metric(name);
+    }
     app.finish().await;
 }
 
