@@ -51,13 +51,43 @@ const SLOTS: usize = 1 << 16;
 
 struct Generations {
     slots: Box<[AtomicU64]>,
+    /// Added to shared (Redis) generations to give local ones. It jumps when
+    /// the mirror is reloaded, so local values only ever grow: an entry
+    /// recorded before a reload can never match again, even after Redis
+    /// restarted and counts from zero anew.
+    base: AtomicU64,
 }
+
+/// How far the base jumps on each reload: beyond any count of writes.
+const REBASE: u64 = 1 << 40;
 
 impl Generations {
     fn new() -> Self {
         Self {
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            base: AtomicU64::new(0),
         }
+    }
+
+    /// Makes every recorded generation stale and starts a new base.
+    fn rebase(&self) {
+        let base = self.base.fetch_add(REBASE, Ordering::AcqRel) + REBASE;
+        for slot in self.slots.iter() {
+            slot.fetch_max(base, Ordering::AcqRel);
+        }
+    }
+
+    /// Dependencies in shared terms, or `None` if one predates the base.
+    fn to_shared(&self, deps: &[(u32, u64)]) -> Option<Vec<(u32, u64)>> {
+        let base = self.base.load(Ordering::Acquire);
+        deps.iter()
+            .map(|&(slot, g)| g.checked_sub(base).map(|g| (slot, g)))
+            .collect()
+    }
+
+    fn from_shared(&self, deps: &[(u32, u64)]) -> Deps {
+        let base = self.base.load(Ordering::Acquire);
+        deps.iter().map(|&(slot, g)| (slot, g + base)).collect()
     }
 
     fn slot(tag: &Tag<'_>) -> u32 {
@@ -95,10 +125,13 @@ impl Generations {
         }
     }
 
-    /// Sets a slot to at least `generation` (from the shared tier).
+    /// Sets a slot to at least the shared `generation`.
     fn raise(&self, slot: u32, generation: u64) {
         if let Some(counter) = self.slots.get(slot as usize) {
-            counter.fetch_max(generation, Ordering::AcqRel);
+            counter.fetch_max(
+                self.base.load(Ordering::Acquire) + generation,
+                Ordering::AcqRel,
+            );
         }
     }
 }
@@ -237,6 +270,17 @@ impl Stats {
             );
         }
         out
+    }
+}
+
+impl shared::Mirror for Cache {
+    fn reset(&self) {
+        self.inner.generations.rebase();
+        self.inner.store.invalidate_all();
+    }
+
+    fn raise(&self, slot: u32, generation: u64) {
+        self.inner.generations.raise(slot, generation);
     }
 }
 
@@ -405,13 +449,7 @@ impl Cache {
         let Some(shared) = &self.inner.shared else {
             return true;
         };
-        let generations = &self.inner.generations;
-        !matches!(
-            shared
-                .sync(&|slot, generation| generations.raise(slot, generation))
-                .await,
-            shared::Sync::Unavailable
-        )
+        !matches!(shared.sync(self).await, shared::Sync::Unavailable)
     }
 
     /// True when entries may be read and written: no shared tier, or one
@@ -453,10 +491,13 @@ impl Cache {
     fn persist(&self, key: &str, entry: &Entry) {
         if let Some(shared) = self.inner.shared.clone() {
             let (key, entry) = (key.to_owned(), entry.clone());
-            tokio::spawn(async move {
-                let value = shared::encode_entry(&entry.deps, &entry.bytes);
-                shared.put(&key, value, entry.ttl).await;
-            });
+            // Entries recorded before a reload are stale: not worth sending.
+            if let Some(deps) = self.inner.generations.to_shared(&entry.deps) {
+                tokio::spawn(async move {
+                    let value = shared::encode_entry(&deps, &entry.bytes);
+                    shared.put(&key, value, entry.ttl).await;
+                });
+            }
         }
         if let Some(disk) = self.inner.disk.clone() {
             let (key, entry) = (key.to_owned(), entry.clone());
@@ -498,7 +539,7 @@ impl Cache {
         };
         let entry = Entry {
             bytes: bytes.into(),
-            deps: deps.into(),
+            deps: self.inner.generations.from_shared(&deps),
             ttl: self.ttl_of_key(key),
         };
         self.inner.store.insert(key.to_owned(), entry.clone()).await;

@@ -29,6 +29,8 @@ const CHANNEL: &str = "clx:inval";
 /// The pub/sub channel carrying invalidations.
 pub const CHANNEL_NAME: &str = CHANNEL;
 const GEN_PREFIX: &str = "clx:gen:";
+/// A random id set once per Redis data set: it changes when Redis restarts empty.
+const INSTANCE: &str = "clx:instance";
 const VALUE_PREFIX: &str = "clx:v:";
 /// Stream entries kept: a replica further behind than this reloads everything.
 const STREAM_LEN: u64 = 100_000;
@@ -82,6 +84,16 @@ pub struct SharedTier {
     pending: Mutex<Vec<u32>>,
     /// Serialises mirror reloads and stream replays.
     syncing: tokio::sync::Mutex<()>,
+    /// The Redis data set the mirror reflects.
+    instance: Mutex<Option<String>>,
+}
+
+/// The local view of the shared generations.
+pub trait Mirror {
+    /// Makes every local entry stale and forgets the old generations.
+    fn reset(&self);
+    /// Sets a slot to at least the shared generation `generation`.
+    fn raise(&self, slot: u32, generation: u64);
 }
 
 /// What a sync concluded.
@@ -112,6 +124,7 @@ impl SharedTier {
             healthy: AtomicBool::new(false),
             pending: Mutex::new(Vec::new()),
             syncing: tokio::sync::Mutex::new(()),
+            instance: Mutex::new(None),
         })
     }
 
@@ -130,23 +143,28 @@ impl SharedTier {
     }
 
     /// Brings the local mirror up to date before a request reads any entry.
-    /// `raise` sets a local generation to at least the given value.
-    pub async fn sync(&self, raise: &impl Fn(u32, u64)) -> Sync {
+    pub async fn sync(&self, mirror: &impl Mirror) -> Sync {
         let mut conn = self.conn.clone();
-        let remote: redis::RedisResult<Option<u64>> = conn.get(EPOCH).await;
-        let remote = match remote {
-            Ok(epoch) => epoch.unwrap_or(0),
+        let remote: redis::RedisResult<(Option<u64>, Option<String>)> = redis::cmd("MGET")
+            .arg(EPOCH)
+            .arg(INSTANCE)
+            .query_async(&mut conn)
+            .await;
+        let (remote, instance) = match remote {
+            Ok((epoch, instance)) => (epoch.unwrap_or(0), instance),
             Err(e) => {
                 self.mark_down(&e);
                 return Sync::Unavailable;
             }
         };
-        if self.healthy() && remote == self.epoch.load(Ordering::Acquire) {
+        let same_redis = instance.is_some()
+            && *self.instance.lock().unwrap_or_else(|p| p.into_inner()) == instance;
+        if self.healthy() && same_redis && remote == self.epoch.load(Ordering::Acquire) {
             return Sync::Current;
         }
         let _guard = self.syncing.lock().await;
-        let result = if self.healthy() {
-            self.replay(raise).await
+        let result = if self.healthy() && same_redis {
+            self.replay(mirror).await
         } else {
             Err(None)
         };
@@ -156,9 +174,9 @@ impl SharedTier {
                 self.mark_down(&e);
                 Sync::Unavailable
             }
-            // Unhealthy before, or the stream no longer reaches back far
-            // enough: reload everything.
-            Err(None) => match self.reload(raise).await {
+            // Unhealthy before, a Redis that restarted empty, or a stream that
+            // no longer reaches back far enough: reload everything.
+            Err(None) => match self.reload(mirror).await {
                 Ok(()) => {
                     self.healthy.store(true, Ordering::Release);
                     tracing::info!("Redis reachable: shared cache in use");
@@ -174,7 +192,7 @@ impl SharedTier {
 
     /// Applies stream entries after the local epoch. `Err(None)` when entries
     /// are missing (trimmed), `Err(Some)` when Redis failed.
-    async fn replay(&self, raise: &impl Fn(u32, u64)) -> Result<(), Option<redis::RedisError>> {
+    async fn replay(&self, mirror: &impl Mirror) -> Result<(), Option<redis::RedisError>> {
         let mut conn = self.conn.clone();
         let from = self.epoch.load(Ordering::Acquire);
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -196,16 +214,16 @@ impl SharedTier {
                 return Err(None);
             }
             for (slot, generation) in &change.generations {
-                raise(*slot, *generation);
+                mirror.raise(*slot, *generation);
             }
             self.epoch.store(change.epoch, Ordering::Release);
         }
         Ok(())
     }
 
-    /// Replays this replica's own writes made while Redis was down, then
-    /// reads every generation and the epoch.
-    async fn reload(&self, raise: &impl Fn(u32, u64)) -> redis::RedisResult<()> {
+    /// Replays this replica's own writes made while Redis was down, drops
+    /// every local entry, then reads every generation and the epoch.
+    async fn reload(&self, mirror: &impl Mirror) -> redis::RedisResult<()> {
         let pending: Vec<u32> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if !pending.is_empty()
@@ -218,6 +236,12 @@ impl SharedTier {
             return Err(e);
         }
         let mut conn = self.conn.clone();
+        // A Redis that restarted empty has no instance id: name it, so that
+        // every replica notices the restart.
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        let _: bool = conn.set_nx(INSTANCE, &fresh).await?;
+        let instance: Option<String> = conn.get(INSTANCE).await?;
+        mirror.reset();
         let epoch: Option<u64> = conn.get(EPOCH).await?;
         let mut cursor = 0u64;
         loop {
@@ -235,7 +259,7 @@ impl SharedTier {
                     if let (Some(slot), Some(generation)) =
                         (key[GEN_PREFIX.len()..].parse().ok(), value)
                     {
-                        raise(slot, generation);
+                        mirror.raise(slot, generation);
                     }
                 }
             }
@@ -245,8 +269,9 @@ impl SharedTier {
             cursor = next;
         }
         self.epoch.store(epoch.unwrap_or(0), Ordering::Release);
+        *self.instance.lock().unwrap_or_else(|p| p.into_inner()) = instance;
         // Writes that landed during the scan are in the stream.
-        self.replay(raise).await.map_err(|e| {
+        self.replay(mirror).await.map_err(|e| {
             e.unwrap_or_else(|| {
                 redis::RedisError::from((
                     redis::ErrorKind::Io,

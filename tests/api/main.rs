@@ -12,5 +12,6 @@ mod n_plus_one;
 mod operations;
 mod playground;
 mod queries;
+mod replicas;
 mod rest;
 mod schema_file;

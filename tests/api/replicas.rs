@@ -1,0 +1,422 @@
+//! Several replicas of the real binary on one PostgreSQL database and one
+//! Redis: coherent caches across replicas, Redis restarts under load, and
+//! migrations when replicas start together. Each test runs its own
+//! `redis-server` on a free port, so it can stop and restart it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestDb};
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private Redis on `port`; `None` (with a note) when redis-server is missing.
+fn start_redis(port: u16) -> Option<Process> {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is required in CI"
+        );
+        eprintln!("skipped: Redis test (redis-server not found)");
+        return None;
+    };
+    let process = Process(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(process)
+}
+
+/// A replica: the real binary serving on a free port.
+struct Replica {
+    addr: SocketAddr,
+    _process: Process,
+}
+
+fn start_replica(database_url: &str, redis_url: &str) -> Replica {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", database_url)
+        .env("CATALYNX_REDIS_URL", redis_url)
+        .env("CATALYNX_CACHE", "true")
+        .env("CATALYNX_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the server binary");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().to_owned();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(addr);
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the replica reports its address");
+    Replica {
+        addr: addr.parse().unwrap(),
+        _process: Process(child),
+    }
+}
+
+async fn gql(
+    client: &reqwest::Client,
+    replica: SocketAddr,
+    query: &str,
+    variables: Value,
+) -> (u16, Value) {
+    let response = client
+        .post(format!("http://{replica}/graphql"))
+        .header("accept", "application/json")
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn data(
+    client: &reqwest::Client,
+    replica: SocketAddr,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let (status, body) = gql(client, replica, query, variables).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    body["data"].clone()
+}
+
+struct Setup {
+    db: TestDb,
+    redis_port: u16,
+    redis: Option<Process>,
+    a: Replica,
+    b: Replica,
+}
+
+async fn two_replicas() -> Option<Setup> {
+    let db = TestDb::new(Backend::Postgres).await?;
+    let redis_port = free_port();
+    let redis = start_redis(redis_port)?;
+    // Migrate once up front; the test of simultaneous starts is separate.
+    db.connect().await;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let a = start_replica(&db.url, &redis_url);
+    let b = start_replica(&db.url, &redis_url);
+    Some(Setup {
+        db,
+        redis_port,
+        redis: Some(redis),
+        a,
+        b,
+    })
+}
+
+const CREATE: &str =
+    "mutation($input: CreateProfileInput!) { createProfile(input: $input) { id } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_replica_is_read_through_the_other() {
+    let Some(setup) = two_replicas().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let (a, b) = (setup.a.addr, setup.b.addr);
+    let list = "{ profiles(first: 10) { totalCount nodes { name } } }";
+    // A previously empty list, cached on B.
+    assert_eq!(
+        data(&client, b, list, Value::Null).await["profiles"]["totalCount"],
+        0
+    );
+    assert_eq!(
+        data(&client, b, list, Value::Null).await["profiles"]["totalCount"],
+        0
+    );
+    let id = data(
+        &client,
+        a,
+        CREATE,
+        json!({ "input": { "name": "Harbor Arts" } }),
+    )
+    .await["createProfile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        data(&client, b, list, Value::Null).await["profiles"]["nodes"],
+        json!([{ "name": "Harbor Arts" }])
+    );
+
+    // A single entity and a count, cached on B, changed through A.
+    let one = "query($id: ID!) { profile(id: $id) { name opportunitiesCount } }";
+    assert_eq!(
+        data(&client, b, one, json!({ "id": id })).await["profile"],
+        json!({ "name": "Harbor Arts", "opportunitiesCount": 0 })
+    );
+    data(&client, a, "mutation($id: ID!) { updateProfile(id: $id, input: { name: \"Harbor Arts Council\" }) { id } }", json!({ "id": id })).await;
+    data(&client, a, "mutation($id: ID!) { createOpportunity(input: { profileId: $id, organizationName: \"Mott\" }) { id } }", json!({ "id": id })).await;
+    assert_eq!(
+        data(&client, b, one, json!({ "id": id })).await["profile"],
+        json!({ "name": "Harbor Arts Council", "opportunitiesCount": 1 })
+    );
+    // B answers repeats from its caches: the shared tier is in use.
+    let stats = data(&client, b, "{ cacheStats { hits } }", Value::Null).await;
+    assert!(stats["cacheStats"]["hits"].as_u64().unwrap() > 0);
+    drop(setup.a);
+    drop(setup.b);
+    setup.db.cleanup().await;
+}
+
+/// Writes through A, reads through both, for `seconds`; returns (writes, reads, stale, 5xx).
+async fn load(
+    setup: &Setup,
+    seconds: u64,
+    mut during: impl FnMut(Duration),
+) -> (u64, u64, u64, u64) {
+    let client = reqwest::Client::new();
+    let (a, b) = (setup.a.addr, setup.b.addr);
+    let id = data(&client, a, CREATE, json!({ "input": { "name": "v0" } })).await["createProfile"]
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stale, reads, errors) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let q = "query($id: ID!) { profile(id: $id) { name opportunitiesCount } profiles(first: 3) { nodes { name } } }";
+    let mut readers = Vec::new();
+    for replica in [a, b, b] {
+        let (client, id, acked, stop, stale, reads, errors) = (
+            client.clone(),
+            id.clone(),
+            acked.clone(),
+            stop.clone(),
+            stale.clone(),
+            reads.clone(),
+            errors.clone(),
+        );
+        readers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let min = acked.load(Ordering::Acquire);
+                let (status, body) = gql(&client, replica, q, json!({ "id": id })).await;
+                reads.fetch_add(1, Ordering::Relaxed);
+                if status >= 500 || body.get("errors").is_some() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let version: u64 = body["data"]["profile"]["name"].as_str().unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                let listed: u64 = body["data"]["profiles"]["nodes"][0]["name"]
+                    .as_str()
+                    .unwrap()[1..]
+                    .parse()
+                    .unwrap();
+                let count = body["data"]["profile"]["opportunitiesCount"]
+                    .as_u64()
+                    .unwrap();
+                if version < min || listed < min || count < min {
+                    stale.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut version = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        during(started.elapsed());
+        version += 1;
+        let rename = "mutation($id: ID!, $n: String!) { updateProfile(id: $id, input: { name: $n }) { id } }";
+        let (status, body) = gql(
+            &client,
+            a,
+            rename,
+            json!({ "id": id, "n": format!("v{version}") }),
+        )
+        .await;
+        assert!(
+            status == 200 && body.get("errors").is_none(),
+            "write failed: {status} {body}"
+        );
+        let add = "mutation($id: ID!) { createOpportunity(input: { profileId: $id, organizationName: \"F\" }) { id } }";
+        let (status, body) = gql(&client, a, add, json!({ "id": id })).await;
+        assert!(
+            status == 200 && body.get("errors").is_none(),
+            "write failed: {status} {body}"
+        );
+        // Both writes are acknowledged: version `version`, `version` opportunities.
+        acked.store(version, Ordering::Release);
+    }
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        r.await.unwrap();
+    }
+    (
+        version,
+        reads.load(Ordering::Relaxed),
+        stale.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_replica_reads_stale_data_under_load() {
+    let Some(setup) = two_replicas().await else {
+        return;
+    };
+    let (writes, reads, stale, errors) = load(&setup, 4, |_| {}).await;
+    eprintln!(
+        "two replicas: {writes} acknowledged writes, {reads} reads, {stale} stale, {errors} errors"
+    );
+    assert!(
+        writes > 20 && reads > 100,
+        "too little load: {writes} writes, {reads} reads"
+    );
+    assert_eq!((stale, errors), (0, 0));
+    let Setup { db, a, b, .. } = setup;
+    drop((a, b));
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarting_under_load_loses_nothing() {
+    let Some(mut setup) = two_replicas().await else {
+        return;
+    };
+    let port = setup.redis_port;
+    let mut redis = setup.redis.take();
+    let (mut stopped, mut restarted) = (false, false);
+    let (writes, reads, stale, errors) = load(&setup, 6, |elapsed| {
+        if elapsed > Duration::from_secs(2) && !stopped {
+            redis.take();
+            stopped = true;
+        }
+        if elapsed > Duration::from_millis(3500) && !restarted {
+            redis = start_redis(port);
+            restarted = true;
+        }
+    })
+    .await;
+    eprintln!(
+        "Redis stopped and restarted: {writes} acknowledged writes, {reads} reads, {stale} stale, {errors} errors"
+    );
+    assert!(stopped && restarted && redis.is_some());
+    assert!(
+        writes > 20 && reads > 100,
+        "too little load: {writes} writes, {reads} reads"
+    );
+    assert_eq!((stale, errors), (0, 0));
+    // Back in use without a restart of the replicas.
+    let client = reqwest::Client::new();
+    let q = "{ profiles(first: 1) { totalCount } }";
+    data(&client, setup.b.addr, q, Value::Null).await;
+    let body = reqwest::get(format!("http://{}/metrics", setup.b.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("catalynx_cache_redis_up 1"),
+        "the replica uses Redis again"
+    );
+    let Setup { db, a, b, .. } = setup;
+    drop((a, b, redis));
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let redis_port = free_port();
+    let Some(redis) = start_redis(redis_port) else {
+        return;
+    };
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let (url_a, url_b, r_a, r_b) = (
+        db.url.clone(),
+        db.url.clone(),
+        redis_url.clone(),
+        redis_url.clone(),
+    );
+    let a = std::thread::spawn(move || start_replica(&url_a, &r_a));
+    let b = std::thread::spawn(move || start_replica(&url_b, &r_b));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    for replica in [a.addr, b.addr] {
+        let ready = reqwest::get(format!("http://{replica}/ready"))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+    }
+    let conn = db.connect().await;
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = conn
+        .read
+        .query_one_raw(Statement::from_string(
+            conn.backend(),
+            "SELECT COUNT(*) FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get_by_index::<i64>(0).unwrap(),
+        2,
+        "each migration recorded once"
+    );
+    drop((a, b, redis));
+    db.cleanup().await;
+}
