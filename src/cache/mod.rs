@@ -78,14 +78,14 @@ impl Generations {
     }
 
     /// Dependencies in shared terms, or `None` if one predates the base.
-    fn to_shared(&self, deps: &[(u32, u64)]) -> Option<Vec<(u32, u64)>> {
+    fn shared_deps(&self, deps: &[(u32, u64)]) -> Option<Vec<(u32, u64)>> {
         let base = self.base.load(Ordering::Acquire);
         deps.iter()
             .map(|&(slot, g)| g.checked_sub(base).map(|g| (slot, g)))
             .collect()
     }
 
-    fn from_shared(&self, deps: &[(u32, u64)]) -> Deps {
+    fn local_deps(&self, deps: &[(u32, u64)]) -> Deps {
         let base = self.base.load(Ordering::Acquire);
         deps.iter().map(|&(slot, g)| (slot, g + base)).collect()
     }
@@ -492,7 +492,7 @@ impl Cache {
         if let Some(shared) = self.inner.shared.clone() {
             let (key, entry) = (key.to_owned(), entry.clone());
             // Entries recorded before a reload are stale: not worth sending.
-            if let Some(deps) = self.inner.generations.to_shared(&entry.deps) {
+            if let Some(deps) = self.inner.generations.shared_deps(&entry.deps) {
                 tokio::spawn(async move {
                     let value = shared::encode_entry(&deps, &entry.bytes);
                     shared.put(&key, value, entry.ttl).await;
@@ -539,7 +539,7 @@ impl Cache {
         };
         let entry = Entry {
             bytes: bytes.into(),
-            deps: self.inner.generations.from_shared(&deps),
+            deps: self.inner.generations.local_deps(&deps),
             ttl: self.ttl_of_key(key),
         };
         self.inner.store.insert(key.to_owned(), entry.clone()).await;
