@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod disk;
+pub mod responses;
 pub mod shared;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -136,7 +137,8 @@ impl Generations {
     }
 }
 
-type Deps = Arc<[(u32, u64)]>;
+/// Generations an entry was made under: (slot, generation) pairs.
+pub type Deps = Arc<[(u32, u64)]>;
 
 #[derive(Clone)]
 struct Entry {
@@ -162,6 +164,7 @@ struct Counters {
     expirations: AtomicU64,
     stale: AtomicU64,
     bypassed: AtomicU64,
+    response_hits: AtomicU64,
     decode_failures: AtomicU64,
     plain_bytes: AtomicU64,
     stored_bytes: AtomicU64,
@@ -192,6 +195,8 @@ pub struct Stats {
     pub disk_bytes: u64,
     /// Lookups that went to the database because Redis was unreachable.
     pub bypassed: u64,
+    /// Whole responses sent again without executing the query.
+    pub response_hits: u64,
     /// Whether the shared tier is configured and answering.
     pub shared: Option<bool>,
     pub avg_encode_micros: f64,
@@ -284,6 +289,16 @@ impl shared::Mirror for Cache {
     }
 }
 
+/// A whole response lives no longer than the shortest-lived field could.
+fn shortest_ttl(config: &CacheConfig) -> Duration {
+    config
+        .cache_field_ttl
+        .0
+        .iter()
+        .map(|(_, ttl)| *ttl)
+        .fold(Duration::from_secs(config.cache_ttl_secs), Duration::min)
+}
+
 /// A cheap-to-clone handle to the cache.
 #[derive(Clone)]
 pub struct Cache {
@@ -301,14 +316,16 @@ struct Inner {
     counters: Arc<Counters>,
     disk: Option<Arc<disk::DiskTier>>,
     shared: Option<Arc<shared::SharedTier>>,
+    responses: Moka<String, Arc<responses::Stored>>,
     /// Disk writes still running in the background.
     pending_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a computed value was not stored; shared by every request that waited on it.
 enum NotStored {
-    /// A write bumped a generation while the value was loading.
-    Raced(Arc<[u8]>),
+    /// A write bumped a generation while the value was loading: the value
+    /// and the generations it was read under.
+    Raced(Arc<[u8]>, Deps),
     Failed(AppError),
     Unencodable(AppError),
 }
@@ -318,7 +335,8 @@ impl Cache {
         let counters = Arc::new(Counters::default());
         let listener_counters = counters.clone();
         let store = Moka::builder()
-            .max_capacity(config.cache_max_bytes)
+            // The rest of the budget holds whole responses (see `responses`).
+            .max_capacity(config.cache_max_bytes - config.cache_max_bytes / 8)
             // Weighed by stored bytes plus the key, so the bound is in bytes.
             .weigher(|key: &String, entry: &Entry| {
                 (entry.bytes.len() + key.len() + 64).min(u32::MAX as usize) as u32
@@ -351,6 +369,8 @@ impl Cache {
                 counters,
                 disk: None,
                 shared: None,
+                // An eighth of the budget: responses repeat, but so do their parts.
+                responses: responses::store(config.cache_max_bytes / 8, shortest_ttl(config)),
                 pending_writes: Default::default(),
             }),
         }
@@ -645,7 +665,7 @@ impl Cache {
     ) -> AppResult<T>
     where
         T: Serialize + DeserializeOwned,
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = AppResult<T>>,
     {
         if !self.usable() {
@@ -669,22 +689,34 @@ impl Cache {
                 let value = load().await.map_err(NotStored::Failed)?;
                 let bytes = self.encode(&value).map_err(NotStored::Unencodable)?;
                 if self.inner.generations.current(&deps) {
-                    Ok(Entry { bytes, deps, ttl })
+                    Ok(Entry {
+                        bytes,
+                        deps: deps.clone(),
+                        ttl,
+                    })
                 } else {
-                    Err(NotStored::Raced(bytes))
+                    Err(NotStored::Raced(bytes, deps.clone()))
                 }
             })
             .await;
+        // What another request loaded (or stored) counts only if it was read
+        // under the same generations as this request's: one that began
+        // before a write must not answer one that began after it.
         let bytes = match loaded {
-            Ok(entry) => {
+            Ok(entry) if entry.deps == deps => {
                 // moka stored it in memory; the disk copy follows.
                 self.persist(&key, &entry);
-                entry.bytes
+                Some(entry.bytes)
             }
             Err(shared) => match &*shared {
-                NotStored::Raced(bytes) => bytes.clone(),
+                NotStored::Raced(bytes, theirs) if *theirs == deps => Some(bytes.clone()),
+                NotStored::Raced(..) => None,
                 NotStored::Failed(e) | NotStored::Unencodable(e) => return Err(e.shared()),
             },
+            Ok(_) => None,
+        };
+        let Some(bytes) = bytes else {
+            return load().await;
         };
         self.decode(&key, &bytes).ok_or_else(|| {
             AppError::Internal(anyhow::anyhow!(
@@ -754,6 +786,54 @@ impl Cache {
         Ok(found)
     }
 
+    /// Where a response's validity is read: before the query runs.
+    pub fn response_deps(&self) -> Option<Deps> {
+        self.usable().then(|| {
+            self.inner
+                .generations
+                .snapshot(&[Tag::Profiles, Tag::Opportunities])
+        })
+    }
+
+    /// A stored response for `key`, if no write happened since it was made.
+    pub async fn response(&self, key: &str) -> Option<Arc<responses::Stored>> {
+        if !self.usable() {
+            return None;
+        }
+        let stored = self.inner.responses.get(key).await?;
+        if !self.inner.generations.current(&stored.deps) {
+            self.inner.responses.invalidate(key).await;
+            return None;
+        }
+        self.inner
+            .counters
+            .response_hits
+            .fetch_add(1, Ordering::Relaxed);
+        Some(stored)
+    }
+
+    /// Keeps a response made under `deps`, unless a write came in meanwhile.
+    pub async fn keep_response(
+        &self,
+        key: String,
+        deps: Deps,
+        body: Arc<[u8]>,
+        max_age: i32,
+        public: bool,
+        label: String,
+    ) {
+        if self.inner.generations.current(&deps) {
+            let stored = responses::Stored {
+                body,
+                max_age,
+                public,
+                label,
+                deps,
+            };
+            self.inner.responses.insert(key, Arc::new(stored)).await;
+        }
+    }
+
     /// Invalidates every result that depends on `tags`. Called by each write
     /// after it commits and before its response is sent.
     pub async fn invalidate(&self, tags: &[Tag<'_>]) {
@@ -775,6 +855,7 @@ impl Cache {
 
     pub async fn stats(&self) -> Stats {
         self.inner.store.run_pending_tasks().await;
+        self.inner.responses.run_pending_tasks().await;
         let c = &self.inner.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let avg = |nanos: &AtomicU64, n: &AtomicU64| {
@@ -786,8 +867,8 @@ impl Cache {
         };
         Stats {
             enabled: self.inner.enabled,
-            entries: self.inner.store.entry_count(),
-            stored_bytes: self.inner.store.weighted_size(),
+            entries: self.inner.store.entry_count() + self.inner.responses.entry_count(),
+            stored_bytes: self.inner.store.weighted_size() + self.inner.responses.weighted_size(),
             max_bytes: self.inner.max_bytes,
             hits: load(&c.hits),
             misses: load(&c.misses),
@@ -803,6 +884,7 @@ impl Cache {
             default_ttl_seconds: self.inner.default_ttl.as_secs(),
             disk_bytes: self.inner.disk.as_ref().map_or(0, |d| d.stored_bytes()),
             bypassed: load(&c.bypassed),
+            response_hits: load(&c.response_hits),
             shared: self.inner.shared.as_ref().map(|s| s.healthy()),
             avg_encode_micros: avg(&c.encode_nanos, &c.encodes),
             avg_decode_micros: avg(&c.decode_nanos, &c.decodes),

@@ -37,6 +37,8 @@ pub struct CacheStats {
     avg_encode_micros: f64,
     /// Mean time to decode one value, in microseconds.
     avg_decode_micros: f64,
+    /// Whole responses sent again without running their query.
+    response_hits: u64,
 }
 
 #[derive(Default)]
@@ -44,7 +46,8 @@ pub struct CacheStatsQuery;
 
 #[Object]
 impl CacheStatsQuery {
-    /// Counters of the resolver cache.
+    /// Counters of the resolver cache. Never cached: they change all the time.
+    #[graphql(cache_control(no_cache))]
     async fn cache_stats(&self, ctx: &Context<'_>) -> CacheStats {
         let s = ApiContext::of(ctx).cache.stats().await;
         let lookups = s.hits + s.misses;
@@ -72,6 +75,7 @@ impl CacheStatsQuery {
             ttl_seconds: s.default_ttl_seconds,
             avg_encode_micros: s.avg_encode_micros,
             avg_decode_micros: s.avg_decode_micros,
+            response_hits: s.response_hits,
         }
     }
 }

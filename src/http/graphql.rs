@@ -7,6 +7,7 @@
 //! one too large, 400 for one that is not a GraphQL request, 405 for a GET
 //! mutation (never executed: browsers send GETs across sites freely).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
@@ -195,6 +196,11 @@ struct Outcome {
     /// Failed before execution (parse, validation, unknown operation):
     /// the response has no `data`.
     request_error: bool,
+    /// The body, when it came from the response cache.
+    cached: Option<Arc<[u8]>>,
+    /// Where to keep the body for the next identical query, and the
+    /// generations it was made under.
+    keep: Option<(String, crate::cache::Deps)>,
 }
 
 impl Outcome {
@@ -256,6 +262,8 @@ fn failed(state: &AppState, error: AppError) -> Outcome {
         kind: None,
         label: "refused".into(),
         request_error: true,
+        cached: None,
+        keep: None,
     }
 }
 
@@ -287,6 +295,40 @@ async fn run(state: &AppState, method: &Method, params: Params) -> Result<Outcom
     let label = state
         .metrics()
         .operation_label(selected.as_ref().and_then(|(n, _)| n.as_deref()));
+
+    // A repeated query: its stored body, unless a write came in since.
+    let keep = match kind {
+        Some(OperationType::Query) => state.cache().response_deps().map(|deps| {
+            let json = variables_json(&variables);
+            (
+                response_key(&resolved.query, operation_name.as_deref(), &json),
+                deps,
+            )
+        }),
+        _ => None,
+    };
+    if let Some((key, _)) = &keep {
+        state.cache().sync().await;
+        let started = Instant::now();
+        if let Some(stored) = state.cache().response(key).await {
+            state
+                .metrics()
+                .observe_operation(&stored.label, "query", started.elapsed(), &[]);
+            let mut response = async_graphql::Response::default();
+            response.cache_control = async_graphql::CacheControl {
+                public: stored.public,
+                max_age: stored.max_age,
+            };
+            return Ok(Outcome {
+                response,
+                kind,
+                label: stored.label.clone(),
+                request_error: false,
+                cached: Some(stored.body.clone()),
+                keep: None,
+            });
+        }
+    }
 
     let mut request = async_graphql::Request::new(resolved.query.clone()).variables(variables);
     if let Some(name) = operation_name {
@@ -325,12 +367,24 @@ async fn run(state: &AppState, method: &Method, params: Params) -> Result<Outcom
     state
         .metrics()
         .observe_operation(&label, kind_label, elapsed, &codes);
+    // Responses with errors, or marked no-cache, are not kept.
+    let keep = keep.filter(|_| response.errors.is_empty() && response.cache_control.max_age >= 0);
     Ok(Outcome {
         response,
         kind,
         label,
         request_error,
+        cached: None,
+        keep,
     })
+}
+
+fn variables_json(variables: &Variables) -> Value {
+    serde_json::to_value(variables).unwrap_or(Value::Null)
+}
+
+fn response_key(query: &str, operation_name: Option<&str>, variables: &Value) -> String {
+    crate::cache::responses::key(query, operation_name, variables)
 }
 
 /// Error codes the API produces, as metric labels; anything else is `OTHER`
@@ -366,7 +420,24 @@ async fn single(
             return error_response(e, Some(format));
         }
     };
-    let body = serde_json::to_vec(&outcome.json()).expect("JSON values serialise");
+    let body = match &outcome.cached {
+        Some(body) => body.to_vec(),
+        None => serde_json::to_vec(&outcome.json()).expect("JSON values serialise"),
+    };
+    if let Some((key, deps)) = outcome.keep.clone() {
+        let cc = outcome.response.cache_control;
+        state
+            .cache()
+            .keep_response(
+                key,
+                deps,
+                body.as_slice().into(),
+                cc.max_age,
+                cc.public,
+                outcome.label.clone(),
+            )
+            .await;
+    }
     let mut response = if outcome.request_error && format == ResponseFormat::GraphqlResponseJson {
         Response::builder()
             .status(StatusCode::BAD_REQUEST)
