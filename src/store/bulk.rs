@@ -97,3 +97,56 @@ fn postgres_cast<E: EntityTrait>(column: &E::Column) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// An index to rebuild: its name and the statement that creates it.
+pub struct IndexDefinition {
+    pub name: String,
+    pub sql: String,
+}
+
+/// Drops the non-unique secondary indexes of `tables` and returns how to
+/// recreate them. Unique indexes stay: they enforce constraints.
+pub async fn drop_secondary_indexes<C: ConnectionTrait>(
+    conn: &C,
+    tables: &[&str],
+) -> Result<Vec<IndexDefinition>, DbErr> {
+    let backend = conn.get_database_backend();
+    let list = tables
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = match backend {
+        // Constraint indexes (sqlite_autoindex_*) have no SQL.
+        DatabaseBackend::Sqlite => format!(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({list}) AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'"
+        ),
+        _ => format!(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename IN ({list}) AND indexdef NOT LIKE 'CREATE UNIQUE%'"
+        ),
+    };
+    let rows = conn
+        .query_all_raw(Statement::from_string(backend, sql))
+        .await?;
+    let mut indexes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.try_get_by_index(0)?;
+        let sql: String = row.try_get_by_index(1)?;
+        conn.execute_unprepared(&format!("DROP INDEX \"{name}\""))
+            .await?;
+        indexes.push(IndexDefinition { name, sql });
+    }
+    Ok(indexes)
+}
+
+/// Recreates indexes dropped by `drop_secondary_indexes`.
+pub async fn create_indexes<C: ConnectionTrait>(
+    conn: &C,
+    indexes: &[IndexDefinition],
+) -> Result<(), DbErr> {
+    for index in indexes {
+        tracing::debug!(index = %index.name, "rebuilding index");
+        conn.execute_unprepared(&index.sql).await?;
+    }
+    Ok(())
+}
