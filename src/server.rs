@@ -1,6 +1,7 @@
 //! The HTTP server: GraphQL over HTTP (POST and GET), the GraphiQL
 //! playground, health checks, and graceful shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +10,12 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql_axum::GraphQLRequest;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -42,11 +44,13 @@ struct Shared {
     db: Db,
     cache: Cache,
     batching: bool,
+    bench_routes: bool,
 }
 
 impl AppState {
     pub fn new(db: Db, api: ApiConfig, cache: Cache) -> Self {
         let batching = !api.disable_loaders;
+        let bench_routes = api.bench_routes;
         let context = ApiContext {
             db: db.clone(),
             config: api.clone(),
@@ -59,6 +63,7 @@ impl AppState {
                 db,
                 cache,
                 batching,
+                bench_routes,
             }),
         }
     }
@@ -79,11 +84,17 @@ pub fn sdl() -> String {
 
 /// The router, usable from tests without a socket.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(playground))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
+        .route("/ready", get(ready));
+    let router = if state.inner.bench_routes {
+        router.merge(bench_routes())
+    } else {
+        router
+    };
+    router
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -91,6 +102,38 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Largest body `/bench/ceiling` builds.
+const MAX_CEILING_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(serde::Deserialize)]
+struct CeilingQuery {
+    bytes: usize,
+}
+
+/// `GET /bench/ceiling?bytes=N`: a JSON body of exactly N bytes, built once
+/// per size, so the load benchmark can compare a GraphQL answer with the
+/// cost of the HTTP stack alone (same listener, layers and body size).
+fn bench_routes() -> Router<AppState> {
+    let bodies = Arc::new(std::sync::Mutex::new(HashMap::<usize, Bytes>::new()));
+    let ceiling = move |Query(query): Query<CeilingQuery>| async move {
+        let frame = br#"{"data":""}"#.len();
+        if !(frame..=MAX_CEILING_BYTES).contains(&query.bytes) {
+            return (StatusCode::BAD_REQUEST, "bytes out of range").into_response();
+        }
+        let body = bodies
+            .lock()
+            .expect("ceiling bodies lock")
+            .entry(query.bytes)
+            .or_insert_with(|| {
+                let fill = "x".repeat(query.bytes - frame);
+                Bytes::from(format!(r#"{{"data":"{fill}"}}"#))
+            })
+            .clone();
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    Router::new().route("/bench/ceiling", get(ceiling))
 }
 
 async fn playground() -> Html<String> {
