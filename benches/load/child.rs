@@ -66,13 +66,30 @@ impl ChildServer {
 
     /// The peak resident set of the server so far (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
+        self.status_bytes("VmHWM")
+    }
+
+    /// Resident anonymous memory now (`RssAnon`: heap, the resolver cache,
+    /// SQLite's page caches), in bytes.
+    pub fn anon_rss_bytes(&self) -> anyhow::Result<u64> {
+        self.status_bytes("RssAnon")
+    }
+
+    /// Resident file-backed memory now (`RssFile`: the binary and SQLite's
+    /// memory-mapped database pages, which the kernel can drop), in bytes.
+    pub fn file_rss_bytes(&self) -> anyhow::Result<u64> {
+        self.status_bytes("RssFile")
+    }
+
+    /// A `kB` field of `/proc/PID/status`, in bytes.
+    fn status_bytes(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .context("read /proc/PID/status (Linux only)")?;
         let kib = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .context("no VmHWM in /proc/PID/status")?;
+            .with_context(|| format!("no {field} in /proc/PID/status"))?;
         Ok(kib * 1024)
     }
 

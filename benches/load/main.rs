@@ -162,7 +162,15 @@ fn main() -> anyhow::Result<()> {
         load_after
     );
     print!("{}", report::table(&backends));
-    for s in seeds.iter().chain(sizes.iter().map(|s| &s.seed)) {
+    for s in sizes.iter().map(|s| &s.seed) {
+        if !seeds
+            .iter()
+            .any(|t| t.backend == s.backend && t.profiles == s.profiles)
+        {
+            seeds.push(s.clone());
+        }
+    }
+    for s in &seeds {
         println!(
             "seed {} {}x{}: {:.0} rows/s ({:.1} s){}",
             s.backend,
@@ -179,11 +187,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.scale {
         print!("{}", report::scale_lines(&pages, &sizes));
-        let svg = args.out.join("scale.svg");
-        report::plot(&svg, &pages, &sizes)?;
-        println!("plot: {}", svg.display());
     }
-
     let results = json!({
         "settings": {
             "profiles": args.profiles,
@@ -204,6 +208,11 @@ fn main() -> anyhow::Result<()> {
     let path = args.out.join("results.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&results)?)?;
     println!("results: {}", path.display());
+    if args.scale {
+        let svg = args.out.join("scale.svg");
+        report::plot(&svg, args.profiles, &pages, &sizes)?;
+        println!("plot: {}", svg.display());
+    }
     Ok(())
 }
 

@@ -86,16 +86,17 @@ pub fn scale_lines(pages: &[PagePoint], sizes: &[SizePoint]) -> String {
     }
     for s in sizes {
         out.push_str(&format!(
-            "  {:>8} profiles ({:>9} rows, {:>6.0} MB file): p50 {:>7.2} ms  p99 {:>7.2} ms  peak RSS {:>5.0} MB with cache ({:.0} of {:.0} MB held, {} entries), {:>5.0} MB without\n",
+            "  {:>8} profiles ({:>8} rows, {:>5.0} MB file): p50 {:>7.2} ms  p99 {:>7.2} ms  peak RSS {:>4.0} MB with cache on (end: {:.0} MB anon + {:.0} MB file-backed; cache held {:.1} of {:.0} MB), {:>4.0} MB cache off\n",
             s.profiles,
             s.rows,
             mb(s.file_bytes),
             s.p50_ms,
             s.p99_ms,
             mb(s.peak_rss_bytes),
+            mb(s.rss_anon_bytes),
+            mb(s.rss_file_bytes),
             mb(s.cache_stored_bytes),
             mb(s.cache_max_bytes),
-            s.cache_entries,
             mb(s.peak_rss_cache_off_bytes)
         ));
     }
@@ -107,7 +108,12 @@ pub fn mb(bytes: u64) -> f64 {
 }
 
 /// Nested page p50 against page size (left) and against database size (right).
-pub fn plot(path: &Path, pages: &[PagePoint], sizes: &[SizePoint]) -> anyhow::Result<()> {
+pub fn plot(
+    path: &Path,
+    profiles: u64,
+    pages: &[PagePoint],
+    sizes: &[SizePoint],
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (960, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(480);
@@ -115,13 +121,20 @@ pub fn plot(path: &Path, pages: &[PagePoint], sizes: &[SizePoint]) -> anyhow::Re
 
     let max_page = pages.iter().map(|p| p.p50_ms).fold(0.0, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(&left)
-        .caption("nested page p50 vs page size (10k profiles)", style)
+        .caption(
+            format!(
+                "nested page p50 vs page size ({}k profiles)",
+                profiles / 1000
+            ),
+            style,
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(52)
         .build_cartesian_2d(0f64..520f64, 0f64..max_page.max(1.0))?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
         .x_desc("profiles per page (5 opportunities each)")
         .y_desc("p50 ms")
         .draw()?;
@@ -134,27 +147,41 @@ pub fn plot(path: &Path, pages: &[PagePoint], sizes: &[SizePoint]) -> anyhow::Re
 
     if !sizes.is_empty() {
         let max_size = sizes.iter().map(|s| s.p50_ms).fold(0.0, f64::max) * 1.15;
-        let lo = sizes.iter().map(|s| s.profiles).min().unwrap_or(10_000) as f64 / 2.0;
-        let hi = sizes.iter().map(|s| s.profiles).max().unwrap_or(1_000_000) as f64 * 2.0;
+        // log10 of the size on a linear axis: labels at round powers of ten.
+        let log = |n: u64| (n as f64).log10();
+        let lo = sizes
+            .iter()
+            .map(|s| log(s.profiles))
+            .fold(f64::MAX, f64::min)
+            - 0.3;
+        let hi = sizes.iter().map(|s| log(s.profiles)).fold(0.0, f64::max) + 0.3;
         let mut chart = ChartBuilder::on(&right)
             .caption("page of 50 p50 vs database size", style)
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(52)
-            .build_cartesian_2d((lo..hi).log_scale(), 0f64..max_size.max(1.0))?;
+            .build_cartesian_2d(lo..hi, 0f64..max_size.max(1.0))?;
         chart
             .configure_mesh()
-            .x_desc("profiles in the database (x20 opportunities)")
+            .light_line_style(WHITE)
+            .x_labels(5)
+            .x_desc("profiles in the database (x20 opportunities), log scale")
             .y_desc("p50 ms")
-            .x_label_formatter(&|v| format!("{}k", (*v / 1000.0).round()))
+            .x_label_formatter(&|v| human(10f64.powf(*v)))
             .draw()?;
-        let points: Vec<(f64, f64)> = sizes
-            .iter()
-            .map(|s| (s.profiles as f64, s.p50_ms))
-            .collect();
+        let points: Vec<(f64, f64)> = sizes.iter().map(|s| (log(s.profiles), s.p50_ms)).collect();
         chart.draw_series(LineSeries::new(points.clone(), RED.stroke_width(2)))?;
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, RED.filled())))?;
     }
     root.present()?;
     Ok(())
+}
+
+/// 10000 as "10k", 1000000 as "1M".
+fn human(n: f64) -> String {
+    if n >= 999_500.0 {
+        format!("{:.0}M", n / 1e6)
+    } else {
+        format!("{:.0}k", n / 1e3)
+    }
 }

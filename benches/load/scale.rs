@@ -88,6 +88,9 @@ pub struct SizePoint {
     /// Peak RSS of a server with the cache at its default bound after the
     /// memory workload, and what its cache then held.
     pub peak_rss_bytes: u64,
+    /// At the end of the memory workload: anonymous and file-backed resident memory.
+    pub rss_anon_bytes: u64,
+    pub rss_file_bytes: u64,
     pub cache_stored_bytes: u64,
     pub cache_max_bytes: u64,
     pub cache_entries: u64,
@@ -160,6 +163,8 @@ pub fn database_sizes(
             p99_ms: drive::percentile_ms(&l, 99.0),
             peak_rss_cache_off_bytes: rss_off,
             peak_rss_bytes: memory.peak_rss,
+            rss_anon_bytes: memory.anon,
+            rss_file_bytes: memory.file,
             cache_stored_bytes: memory.stored,
             cache_max_bytes: memory.max,
             cache_entries: memory.entries,
@@ -174,6 +179,8 @@ pub fn database_sizes(
 
 struct Memory {
     peak_rss: u64,
+    anon: u64,
+    file: u64,
     stored: u64,
     max: u64,
     entries: u64,
@@ -229,6 +236,8 @@ fn memory_workload(
     let stats = &stats["data"]["cacheStats"];
     Ok(Memory {
         peak_rss: child.peak_rss_bytes()?,
+        anon: child.anon_rss_bytes()?,
+        file: child.file_rss_bytes()?,
         stored: stats["storedBytes"].as_u64().unwrap_or(0),
         max: stats["maxBytes"].as_u64().unwrap_or(0),
         entries: stats["entries"].as_u64().unwrap_or(0),
