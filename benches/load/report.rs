@@ -33,8 +33,8 @@ pub fn table(backends: &[(&str, Vec<Outcome>)]) -> String {
             if let Some(bytes) = o.response_bytes {
                 notes.push(format!("{bytes} B"));
             }
-            out.push_str(&format!(
-                "{backend:<8} {:>2}  {:<36} {:>9.0} {:>8.2} {:>8.2} {:>8.2}  {}\n",
+            let line = format!(
+                "{backend:<8} {:>2}  {:<36} {:>9.0} {:>8.2} {:>8.2} {:>8.2}  {}",
                 o.number,
                 o.label,
                 o.requests_per_second,
@@ -42,7 +42,9 @@ pub fn table(backends: &[(&str, Vec<Outcome>)]) -> String {
                 o.p99_ms,
                 o.statements_per_request,
                 notes.join(", ")
-            ));
+            );
+            out.push_str(line.trim_end());
+            out.push('\n');
         }
     }
     for (backend, outcomes) in backends {
