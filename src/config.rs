@@ -143,6 +143,10 @@ pub struct ApiConfig {
     /// N+1 baseline; for benchmarks and tests only).
     #[arg(long, env = "CATALYNX_DISABLE_LOADERS")]
     pub disable_loaders: bool,
+    /// Serve `GET /bench/ceiling?bytes=N` (a fixed JSON body of N bytes), the
+    /// load benchmark's measure of the HTTP stack alone; off in normal use.
+    #[arg(long, env = "CATALYNX_BENCH_ROUTES", hide = true)]
+    pub bench_routes: bool,
 }
 
 impl Default for ApiConfig {

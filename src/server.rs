@@ -1,10 +1,16 @@
 //! The HTTP server: shared state, the router, and graceful shutdown. The
 //! endpoints live in [`crate::http`] and [`crate::rest`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Query;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bytes::Bytes;
 use tokio::net::TcpListener;
 
 use crate::cache::Cache;
@@ -108,14 +114,51 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
             http.playground_assets.as_deref(),
         ))
         .merge(crate::http::ops::routes())
-        .merge(crate::rest::routes())
-        .with_state(state.clone());
+        .merge(crate::rest::routes());
+    let routes = if state.api().bench_routes {
+        routes.merge(bench_routes())
+    } else {
+        routes
+    }
+    .with_state(state.clone());
     Ok(crate::http::layers(
         routes,
         &http,
         cors,
         state.metrics().clone(),
     ))
+}
+
+/// Largest body `/bench/ceiling` builds.
+const MAX_CEILING_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(serde::Deserialize)]
+struct CeilingQuery {
+    bytes: usize,
+}
+
+/// `GET /bench/ceiling?bytes=N`: a JSON body of exactly N bytes, built once
+/// per size, so the load benchmark can compare a GraphQL answer with the
+/// cost of the HTTP stack alone (same listener, layers and body size).
+fn bench_routes() -> Router<AppState> {
+    let bodies = Arc::new(std::sync::Mutex::new(HashMap::<usize, Bytes>::new()));
+    let ceiling = move |Query(query): Query<CeilingQuery>| async move {
+        let frame = br#"{"data":""}"#.len();
+        if !(frame..=MAX_CEILING_BYTES).contains(&query.bytes) {
+            return (StatusCode::BAD_REQUEST, "bytes out of range").into_response();
+        }
+        let body = bodies
+            .lock()
+            .expect("ceiling bodies lock")
+            .entry(query.bytes)
+            .or_insert_with(|| {
+                let fill = "x".repeat(query.bytes - frame);
+                Bytes::from(format!(r#"{{"data":"{fill}"}}"#))
+            })
+            .clone();
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    Router::new().route("/bench/ceiling", get(ceiling))
 }
 
 /// A running server: its address and a way to stop it.
