@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_create_profiles_table;
 mod m20261129_000002_create_opportunities_table;
+mod m20261129_000003_add_sort_indexes;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261129_000001_create_profiles_table::Migration),
             Box::new(m20261129_000002_create_opportunities_table::Migration),
+            Box::new(m20261129_000003_add_sort_indexes::Migration),
         ]
     }
 }
