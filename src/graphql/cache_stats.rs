@@ -3,6 +3,7 @@
 use async_graphql::{Context, Object, SimpleObject};
 
 use super::ApiContext;
+use crate::auth::{Role, RoleGuard};
 
 /// The state of the resolver cache.
 #[derive(SimpleObject)]
@@ -44,7 +45,8 @@ pub struct CacheStatsQuery;
 
 #[Object]
 impl CacheStatsQuery {
-    /// Counters of the resolver cache.
+    /// Counters of the resolver cache (admin role).
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn cache_stats(&self, ctx: &Context<'_>) -> CacheStats {
         let s = ApiContext::of(ctx).cache.stats().await;
         let lookups = s.hits + s.misses;

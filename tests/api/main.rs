@@ -2,6 +2,7 @@
 //! file, and the same suite against PostgreSQL when
 //! `CATALYNX_TEST_POSTGRES_URL` is set (CI sets it).
 
+mod auth;
 mod cache;
 mod foundation;
 mod helpers;
