@@ -6,6 +6,7 @@ mod auth;
 mod cache;
 mod foundation;
 mod helpers;
+mod hostile;
 mod http;
 mod import;
 mod mutations;
