@@ -5,6 +5,7 @@
 mod auth;
 mod cache;
 mod foundation;
+mod fuzz;
 mod helpers;
 mod hostile;
 mod http;
