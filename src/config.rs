@@ -90,6 +90,8 @@ pub struct ServeConfig {
     pub cache: CacheConfig,
     #[command(flatten)]
     pub http: HttpConfig,
+    #[command(flatten)]
+    pub security: SecurityConfig,
 }
 
 /// The defaults of an argument group, with environment variables applied.
@@ -181,6 +183,35 @@ pub struct HttpConfig {
 }
 
 impl Default for HttpConfig {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// Who may do what (API keys and their roles), and how much load is taken on.
+#[derive(Debug, Clone, Args)]
+pub struct SecurityConfig {
+    /// File of API keys, one `ROLE:SHA256[:NAME]` per line: ROLE is reader,
+    /// editor or admin, SHA256 the key's SHA-256 in hex (the key itself is
+    /// never stored), NAME a label for the log; `#` starts a comment.
+    #[arg(long, env = "CATALYNX_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys as comma-separated `ROLE=KEY` items, for simple setups: hashed
+    /// when read, the text is not kept. Prefer the variable to the flag
+    /// (process lists show flags).
+    #[arg(long, env = "CATALYNX_API_KEYS", hide_env_values = true, value_parser = crate::auth::ApiKeysParser)]
+    pub api_keys: Option<crate::auth::ApiKeys>,
+    /// Reads (GraphQL queries, REST) need a key too (reader or above); by
+    /// default anyone may read and only writes need a key.
+    #[arg(long, env = "CATALYNX_READS_NEED_KEY")]
+    pub reads_need_key: bool,
+    /// GraphQL and REST requests handled at once; past it, requests are
+    /// answered 503 with `Retry-After` at once instead of queueing (0: no limit).
+    #[arg(long, env = "CATALYNX_MAX_CONCURRENT_REQUESTS", default_value_t = 128)]
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for SecurityConfig {
     fn default() -> Self {
         defaults()
     }

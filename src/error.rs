@@ -46,6 +46,22 @@ pub enum AppError {
     /// (`--persisted-queries 0`); the client sends full queries.
     #[error("PersistedQueryNotSupported")]
     PersistedQueryNotSupported,
+    /// `UNAUTHENTICATED` (HTTP 401 with `WWW-Authenticate: Bearer`): no API key
+    /// where one is needed, or an unknown or malformed one; nothing ran.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// `FORBIDDEN` (HTTP 403): the API key's role does not allow this, or the
+    /// server is read-only (no keys configured); nothing ran.
+    #[error("{0}")]
+    Forbidden(String),
+    /// `SERVICE_UNAVAILABLE` (HTTP 503 with `Retry-After`): the server is at
+    /// capacity, or the database is busy or unreachable; retrying may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// `READ_ONLY` (HTTP 503): the database cannot be written (a read-only
+    /// file or replica); reads still work, nothing was written.
+    #[error("the database is read-only: writes are refused, reads still work")]
+    ReadOnly,
 }
 
 impl AppError {
@@ -71,6 +87,10 @@ impl AppError {
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::PersistedQueryNotSupported => "PERSISTED_QUERY_NOT_SUPPORTED",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::ReadOnly => "READ_ONLY",
         }
     }
 
@@ -89,6 +109,10 @@ impl AppError {
             Self::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m.clone()),
             Self::PersistedQueryNotFound => Self::PersistedQueryNotFound,
             Self::PersistedQueryNotSupported => Self::PersistedQueryNotSupported,
+            Self::Unauthenticated(m) => Self::Unauthenticated(m.clone()),
+            Self::Forbidden(m) => Self::Forbidden(m.clone()),
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::ReadOnly => Self::ReadOnly,
         }
     }
 
@@ -106,6 +130,9 @@ impl AppError {
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) | Self::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -142,7 +169,86 @@ impl From<DbErr> for AppError {
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
                 Self::NotFound("the referenced profile does not exist".into())
             }
-            _ => Self::Internal(anyhow::Error::new(err)),
+            _ => match DbFault::of(&err) {
+                Some(fault) => {
+                    // The client learns the kind of fault; the log keeps the cause.
+                    tracing::warn!(error = %err, "database fault");
+                    fault.into()
+                }
+                None => Self::Internal(anyhow::Error::new(err)),
+            },
+        }
+    }
+}
+
+/// Database failures that are not bugs: the client gets a 503 that says
+/// which, instead of `INTERNAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DbFault {
+    /// Locked by another writer past the busy timeout, or no pooled connection in time.
+    Busy,
+    /// Cannot be reached (PostgreSQL down or restarting, connection lost).
+    Unreachable,
+    /// Cannot be written (read-only file, directory or replica).
+    ReadOnly,
+    /// Out of disk or memory.
+    Full,
+}
+
+impl DbFault {
+    fn of(err: &DbErr) -> Option<Self> {
+        use sea_orm::RuntimeErr;
+        use sea_orm::sqlx::Error as Sqlx;
+        let sqlx = match err {
+            DbErr::ConnectionAcquire(_) => return Some(Self::Busy),
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+            | DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+            _ => return None,
+        };
+        match &**sqlx {
+            Sqlx::PoolTimedOut => Some(Self::Busy),
+            Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::PoolClosed | Sqlx::WorkerCrashed => {
+                Some(Self::Unreachable)
+            }
+            Sqlx::Database(e) => {
+                let code = e.code()?;
+                match code.parse::<i32>() {
+                    // SQLite extended result codes: the primary code is the low byte.
+                    Ok(extended) => match extended & 0xff {
+                        5 | 6 => Some(Self::Busy), // SQLITE_BUSY, SQLITE_LOCKED
+                        8 => Some(Self::ReadOnly), // SQLITE_READONLY
+                        13 => Some(Self::Full),    // SQLITE_FULL
+                        _ => None,
+                    },
+                    // PostgreSQL SQLSTATEs.
+                    Err(_) => match code.as_ref() {
+                        "25006" => Some(Self::ReadOnly), // read_only_sql_transaction (a standby)
+                        "55P03" | "40P01" => Some(Self::Busy), // lock_not_available, deadlock
+                        c if c.starts_with("08") || c.starts_with("57P") => {
+                            Some(Self::Unreachable) // connection exception, shutting down
+                        }
+                        c if c.starts_with("53") => Some(Self::Full), // insufficient resources
+                        _ => None,
+                    },
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<DbFault> for AppError {
+    fn from(fault: DbFault) -> Self {
+        match fault {
+            DbFault::Busy => Self::Unavailable("the database is busy; retry shortly".into()),
+            DbFault::Unreachable => {
+                Self::Unavailable("the database is unreachable; retry shortly".into())
+            }
+            DbFault::ReadOnly => Self::ReadOnly,
+            DbFault::Full => {
+                Self::Unavailable("the database is out of space or memory; retry later".into())
+            }
         }
     }
 }
@@ -176,14 +282,33 @@ impl IntoResponse for AppError {
     }
 }
 
-/// Headers every error response carries: never cached, and `Allow` on 405.
+/// Headers every error response carries: never cached, `Allow` on 405, the
+/// auth scheme on 401, and when to retry on a passing 503.
 pub fn finish_error_headers(error: &AppError, response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(error, AppError::MutationOverGet) {
-        headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+    match error {
+        AppError::MutationOverGet => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        AppError::Unauthenticated(_) => {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"catalynx\""),
+            );
+        }
+        AppError::Unavailable(_) => {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        _ => {}
     }
 }
+
+/// `Retry-After` of a 503 that passes: long enough for a burst to drain.
+pub const RETRY_AFTER_SECS: &str = "1";
 
 pub type AppResult<T> = Result<T, AppError>;
 

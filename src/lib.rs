@@ -1,6 +1,8 @@
 //! Catalynx API: a GraphQL server for grant-research data.
 //!
 //! # Layout
+//! - [`auth`]: API keys and roles; who may read, write and operate.
+//! - [`availability`]: a probe that lets requests fail fast while PostgreSQL is down.
 //! - [`cache`]: the resolver cache: compressed MessagePack, byte-bounded, invalidated by writes.
 //! - [`config`]: the clap configuration; every flag has an environment variable.
 //! - [`db`]: SQLite (default) and PostgreSQL pools, tuning, migrations, statement counter.
@@ -11,11 +13,13 @@
 //! - [`import`]: streaming, batched imports of IRS EO BMF files and Catalynx data.
 //! - [`export`]: every profile and opportunity as JSONL or CSV.
 //! - [`graphql`]: the schema: one module per type, DataLoaders, limits.
-//! - [`http`]: GraphQL over HTTP, persisted queries, caching headers, playground, operator endpoints.
+//! - [`http`]: GraphQL over HTTP, persisted queries, caching headers, load shedding, playground, operator endpoints.
 //! - [`rest`]: the seed platform's REST endpoints (`/api/profiles...`).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: shared state, the router, graceful shutdown.
 
+pub mod auth;
+pub mod availability;
 pub mod cache;
 pub mod config;
 pub mod db;

@@ -13,6 +13,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use tokio::net::TcpListener;
 
+use crate::auth::{Access, Principal, Role};
+use crate::availability::Availability;
 use crate::cache::Cache;
 use crate::config::{ApiConfig, HttpConfig, ServeConfig};
 use crate::db::Db;
@@ -20,6 +22,7 @@ use crate::graphql::ApiContext;
 use crate::graphql::loaders::Loaders;
 use crate::graphql::schema::{self, AppSchema};
 use crate::http::apq::PersistedQueries;
+use crate::http::limits::Capacity;
 use crate::metrics::Metrics;
 
 /// Shared by every request; cheap to clone.
@@ -37,10 +40,16 @@ struct Shared {
     http: HttpConfig,
     persisted_queries: PersistedQueries,
     metrics: Metrics,
+    access: Access,
+    capacity: Capacity,
+    availability: Availability,
 }
 
 impl AppState {
-    pub fn new(db: Db, api: ApiConfig, http: HttpConfig, cache: Cache) -> Self {
+    /// Fails when the API keys cannot be loaded.
+    pub fn new(db: Db, cache: Cache, config: &ServeConfig) -> anyhow::Result<Self> {
+        let access = Access::from_config(&config.security)?;
+        let (api, http) = (config.api.clone(), config.http.clone());
         let batching = !api.disable_loaders;
         let context = ApiContext {
             db: db.clone(),
@@ -48,9 +57,10 @@ impl AppState {
             cache: cache.clone(),
         };
         let schema = schema::build(&api, Some(context));
-        Self {
+        Ok(Self {
             inner: Arc::new(Shared {
                 schema,
+                availability: Availability::watch(&db),
                 db,
                 cache,
                 batching,
@@ -58,8 +68,22 @@ impl AppState {
                 persisted_queries: PersistedQueries::new(http.persisted_queries),
                 http,
                 metrics: Metrics::new(),
+                access,
+                capacity: Capacity::new(config.security.max_concurrent_requests),
             }),
-        }
+        })
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    pub fn capacity(&self) -> &Capacity {
+        &self.inner.capacity
+    }
+
+    pub fn availability(&self) -> &Availability {
+        &self.inner.availability
     }
 
     pub fn cache(&self) -> &Cache {
@@ -86,11 +110,18 @@ impl AppState {
         &self.inner.persisted_queries
     }
 
-    /// Runs one GraphQL request against the schema, with this request's loaders.
-    pub async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+    /// Runs one GraphQL request against the schema, as `principal`, with
+    /// this request's loaders.
+    pub async fn execute(
+        &self,
+        request: async_graphql::Request,
+        principal: &Principal,
+    ) -> async_graphql::Response {
         // Before any entry is read: see every write acknowledged anywhere.
         self.cache().sync().await;
-        let request = request.data(Loaders::new(self.db(), self.cache(), self.inner.batching));
+        let request = request
+            .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
+            .data(principal.clone());
         self.inner.schema.execute(request).await
     }
 }
@@ -108,13 +139,28 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         crate::http::playground::check_assets(dir)?;
     }
     let cors = crate::http::cors(&http)?;
-    let routes = Router::new()
+    let access = |minimum: Role| {
+        axum::middleware::from_fn_with_state(
+            (state.access().clone(), minimum),
+            crate::auth::require,
+        )
+    };
+    // The API: callers checked (inner), and only as many at once as fit (outer).
+    let api = Router::new()
         .merge(crate::http::graphql::routes())
+        .merge(crate::rest::routes())
+        .route_layer(access(Role::Reader))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::limits::shed,
+        ));
+    let routes = Router::new()
+        .merge(api)
+        .merge(crate::http::ops::admin_routes().route_layer(access(Role::Admin)))
         .merge(crate::http::playground::routes(
             http.playground_assets.as_deref(),
         ))
-        .merge(crate::http::ops::routes())
-        .merge(crate::rest::routes());
+        .merge(crate::http::ops::routes());
     let routes = if state.api().bench_routes {
         routes.merge(bench_routes())
     } else {
@@ -181,7 +227,7 @@ impl RunningServer {
         {
             cache = cache.with_shared(url).await?;
         }
-        let state = AppState::new(db, config.api.clone(), config.http.clone(), cache);
+        let state = AppState::new(db, cache, config)?;
         let router = app(state.clone())?;
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             anyhow::anyhow!(

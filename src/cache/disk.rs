@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const MAGIC: &[u8; 4] = b"CLXC";
-const VERSION: u8 = 1;
+/// 2: a CRC-32 of the whole file at its end (1 had none, so a flipped bit
+/// in an uncompressed value was served as data).
+const VERSION: u8 = 2;
 const FINGERPRINT: &str = "FINGERPRINT";
 const SUFFIX: &str = ".entry";
 
@@ -71,10 +73,18 @@ fn file_name(key: &str) -> String {
     format!("{:016x}{:016x}{SUFFIX}", a.finish(), b.finish())
 }
 
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    crc.sum()
+}
+
 /// Header: magic, version, expiry (unix ms), key length, key, dependency
-/// count, dependencies (slot, generation); then the encoded value.
+/// count, dependencies (slot, generation); then the encoded value, then a
+/// CRC-32 of all that (little-endian).
 fn encode_file(key: &str, expires_at: u64, deps: &[(u32, u64)], bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + 1 + 8 + 4 + key.len() + 4 + deps.len() * 12 + bytes.len());
+    let mut out =
+        Vec::with_capacity(4 + 1 + 8 + 4 + key.len() + 4 + deps.len() * 12 + bytes.len() + 4);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&expires_at.to_le_bytes());
@@ -86,6 +96,7 @@ fn encode_file(key: &str, expires_at: u64, deps: &[(u32, u64)], bytes: &[u8]) ->
         out.extend_from_slice(&generation.to_le_bytes());
     }
     out.extend_from_slice(bytes);
+    out.extend_from_slice(&crc32(&out).to_le_bytes());
     out
 }
 
@@ -104,6 +115,10 @@ fn parse_file(data: &[u8]) -> Option<Parsed<'_>> {
         let (head, rest) = data.split_at(n);
         *data = rest;
         Some(head)
+    }
+    let (data, sum) = data.split_at_checked(data.len().checked_sub(4)?)?;
+    if crc32(data) != u32::from_le_bytes(sum.try_into().ok()?) {
+        return None;
     }
     let mut rest = data;
     if take(&mut rest, 4)? != MAGIC || take(&mut rest, 1)?[0] != VERSION {

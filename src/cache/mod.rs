@@ -114,9 +114,12 @@ impl Generations {
             .collect()
     }
 
+    /// A slot out of range (from a corrupt or foreign stored entry) is never current.
     fn current(&self, deps: &[(u32, u64)]) -> bool {
         deps.iter().all(|&(slot, generation)| {
-            self.slots[slot as usize].load(Ordering::Acquire) == generation
+            self.slots
+                .get(slot as usize)
+                .is_some_and(|counter| counter.load(Ordering::Acquire) == generation)
         })
     }
 

@@ -3,6 +3,7 @@
 use async_graphql::{Context, Object, SimpleObject};
 
 use super::ApiContext;
+use crate::auth::{Role, RoleGuard};
 
 /// The state of the resolver cache.
 #[derive(SimpleObject)]
@@ -46,8 +47,9 @@ pub struct CacheStatsQuery;
 
 #[Object]
 impl CacheStatsQuery {
-    /// Counters of the resolver cache. Never cached: they change all the time.
-    #[graphql(cache_control(no_cache))]
+    /// Counters of the resolver cache (admin role). Never cached: they
+    /// change all the time.
+    #[graphql(guard = "RoleGuard(Role::Admin)", cache_control(no_cache))]
     async fn cache_stats(&self, ctx: &Context<'_>) -> CacheStats {
         let s = ApiContext::of(ctx).cache.stats().await;
         let lookups = s.hits + s.misses;

@@ -12,6 +12,7 @@ use super::ApiContext;
 use super::connection::{OrderDirection, PageInfo};
 use super::loaders::{CountKey, Loaders};
 use super::profile::{Profile, apply, parse_batch, parse_search, stored_enum};
+use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
     DbEnum, Ein, FundingSource, Priority, Stage, parse_amount, parse_rating, parse_text, parse_unit,
@@ -613,6 +614,7 @@ pub struct OpportunityMutation;
 #[Object]
 impl OpportunityMutation {
     /// Creates an opportunity for an existing profile.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn create_opportunity(
         &self,
         ctx: &Context<'_>,
@@ -638,6 +640,7 @@ impl OpportunityMutation {
 
     /// Creates many opportunities in one transaction: all of them or none.
     /// Errors name the index of each bad item.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn create_opportunities(
         &self,
         ctx: &Context<'_>,
@@ -672,6 +675,7 @@ impl OpportunityMutation {
     }
 
     /// Changes an opportunity's fields.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn update_opportunity(
         &self,
         ctx: &Context<'_>,
@@ -682,6 +686,7 @@ impl OpportunityMutation {
     }
 
     /// Moves an opportunity to another funnel stage.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn move_opportunity_stage(
         &self,
         ctx: &Context<'_>,
@@ -697,6 +702,7 @@ impl OpportunityMutation {
     }
 
     /// Deletes an opportunity; returns the deleted id.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn delete_opportunity(
         &self,
         ctx: &Context<'_>,

@@ -15,6 +15,7 @@ use super::connection::{OrderDirection, PageInfo};
 use super::loaders::{CountKey, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total};
 use super::{ApiContext, parse_list};
+use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
     DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode, parse_amount,
@@ -799,6 +800,7 @@ pub struct ProfileMutation;
 #[Object]
 impl ProfileMutation {
     /// Creates a profile. A duplicate EIN is a CONFLICT.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn create_profile(
         &self,
         ctx: &Context<'_>,
@@ -815,6 +817,7 @@ impl ProfileMutation {
 
     /// Creates many profiles in one transaction: all of them or none. Errors
     /// name the index of each bad item.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn create_profiles(
         &self,
         ctx: &Context<'_>,
@@ -837,6 +840,7 @@ impl ProfileMutation {
     }
 
     /// Changes a profile's fields.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn update_profile(
         &self,
         ctx: &Context<'_>,
@@ -862,6 +866,7 @@ impl ProfileMutation {
     }
 
     /// Deletes a profile and its opportunities; returns the deleted id.
+    #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn delete_profile(
         &self,
         ctx: &Context<'_>,

@@ -30,6 +30,9 @@ pub fn build(config: &ApiConfig, context: Option<ApiContext>) -> AppSchema {
     .limit_complexity(config.max_complexity)
     .extension(RequestLimits {
         max_root_fields: config.max_root_fields,
+        // Every field costs at least 1: a document over this would fail the
+        // complexity check anyway, after far more work.
+        max_expanded_fields: config.max_complexity,
     });
     if config.disable_introspection {
         builder = builder.disable_introspection();

@@ -25,9 +25,6 @@ pub enum Cacheability {
 
 /// The `Cache-Control` value of a response. `authenticated` callers get
 /// `private` so that shared caches never hand their data to someone else.
-///
-/// The API has no authentication yet; callers pass whether the request
-/// carried credentials, and the auth layer will decide it once it exists.
 pub fn cache_control(cacheability: Cacheability, authenticated: bool) -> HeaderValue {
     let hint = match cacheability {
         Cacheability::NoStore => return HeaderValue::from_static("no-store"),
@@ -47,8 +44,10 @@ pub fn cache_control(cacheability: Cacheability, authenticated: bool) -> HeaderV
     HeaderValue::from_str(&value).expect("ASCII header value")
 }
 
-/// Whether a request carries credentials, until authentication decides it.
-pub fn carries_credentials(headers: &HeaderMap) -> bool {
+/// Whether the caller is authenticated. The auth layer refuses every
+/// request with an unknown or malformed key before its handler runs, so a
+/// request that reaches a handler with credentials carries a valid key.
+pub fn authenticated(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION)
 }
 
@@ -87,7 +86,7 @@ pub fn respond(
     body: Vec<u8>,
     cacheability: Cacheability,
 ) -> Response {
-    let cache_control = cache_control(cacheability, carries_credentials(request));
+    let cache_control = cache_control(cacheability, authenticated(request));
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, cache_control);

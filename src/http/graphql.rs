@@ -15,7 +15,7 @@ use async_graphql::{CacheControl, Variables};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +26,7 @@ use super::caching::{self, Cacheability};
 use super::negotiate::{self, ResponseFormat};
 use super::observe::OperationName;
 use super::playground;
+use crate::auth::{Principal, Role};
 use crate::error::{AppError, finish_error_headers};
 use crate::server::AppState;
 
@@ -82,6 +83,7 @@ impl GetParams {
 
 async fn graphql_get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -103,13 +105,14 @@ async fn graphql_get(
         Err(e) => return error_response(e, None),
     };
     match params.into_params() {
-        Ok(params) => single(&state, &headers, Method::GET, params, format).await,
+        Ok(params) => single(&state, &principal, &headers, Method::GET, params, format).await,
         Err(e) => error_response(e, Some(format)),
     }
 }
 
 async fn graphql_post(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -118,8 +121,10 @@ async fn graphql_post(
         Err(e) => return error_response(e, None),
     };
     match parse_body(&state, &headers, body) {
-        Ok(Payload::Single(params)) => single(&state, &headers, Method::POST, params, format).await,
-        Ok(Payload::Batch(items)) => batch(&state, &headers, items, format).await,
+        Ok(Payload::Single(params)) => {
+            single(&state, &principal, &headers, Method::POST, params, format).await
+        }
+        Ok(Payload::Batch(items)) => batch(&state, &principal, &headers, items, format).await,
         Err(e) => error_response(e, Some(format)),
     }
 }
@@ -267,7 +272,12 @@ fn failed(state: &AppState, error: AppError) -> Outcome {
     }
 }
 
-async fn run(state: &AppState, method: &Method, params: Params) -> Result<Outcome, AppError> {
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    method: &Method,
+    params: Params,
+) -> Result<Outcome, AppError> {
     let persisted = params
         .extensions
         .as_ref()
@@ -289,8 +299,13 @@ async fn run(state: &AppState, method: &Method, params: Params) -> Result<Outcom
         .as_ref()
         .and_then(|d| select_operation(d, operation_name.as_deref()));
     let kind = selected.as_ref().map(|(_, kind)| *kind);
-    if *method == Method::GET && kind == Some(OperationType::Mutation) {
-        return Err(AppError::MutationOverGet);
+    if kind == Some(OperationType::Mutation) {
+        if *method == Method::GET {
+            return Err(AppError::MutationOverGet);
+        }
+        // Refused whole, with its HTTP status, before anything runs; the
+        // mutation fields' guards refuse it again inside the schema.
+        principal.require(Role::Editor)?;
     }
     let label = state
         .metrics()
@@ -339,7 +354,7 @@ async fn run(state: &AppState, method: &Method, params: Params) -> Result<Outcom
         request.set_parsed_query(doc);
     }
     let started = Instant::now();
-    let response = state.execute(request).await;
+    let response = state.execute(request, principal).await;
     let elapsed = started.elapsed();
 
     let request_error = response.data == async_graphql::Value::Null
@@ -395,6 +410,9 @@ fn known_code(code: &str) -> &'static str {
         "NOT_FOUND",
         "CONFLICT",
         "FORBIDDEN",
+        "UNAUTHENTICATED",
+        "SERVICE_UNAVAILABLE",
+        "READ_ONLY",
         "INTERNAL",
         crate::graphql::limits::PARSE_FAILED,
         crate::graphql::limits::VALIDATION_FAILED,
@@ -408,12 +426,13 @@ fn known_code(code: &str) -> &'static str {
 
 async fn single(
     state: &AppState,
+    principal: &Principal,
     headers: &HeaderMap,
     method: Method,
     params: Params,
     format: ResponseFormat,
 ) -> Response {
-    let outcome = match run(state, &method, params).await {
+    let outcome = match run(state, principal, &method, params).await {
         Ok(outcome) => outcome,
         Err(e) => {
             state.metrics().observe_refused(e.code());
@@ -454,13 +473,14 @@ async fn single(
 
 async fn batch(
     state: &AppState,
+    principal: &Principal,
     headers: &HeaderMap,
     items: Vec<Params>,
     format: ResponseFormat,
 ) -> Response {
     let mut outcomes = Vec::with_capacity(items.len());
     for params in items {
-        outcomes.push(match run(state, &Method::POST, params).await {
+        outcomes.push(match run(state, principal, &Method::POST, params).await {
             Ok(outcome) => outcome,
             Err(e) => failed(state, e),
         });
@@ -505,6 +525,12 @@ fn finish(response: &mut Response, label: String) {
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("accept"));
     response.extensions_mut().insert(OperationName(label));
+}
+
+/// A request refused before the handler ran (auth, load shedding), in the
+/// format the client accepts.
+pub fn refusal(headers: &HeaderMap, error: AppError) -> Response {
+    error_response(error, negotiate::response_format(headers).ok())
 }
 
 /// An HTTP-level failure as a GraphQL error body. `format` is the negotiated

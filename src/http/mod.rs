@@ -5,6 +5,7 @@
 pub mod apq;
 pub mod caching;
 pub mod graphql;
+pub mod limits;
 pub mod negotiate;
 pub mod observe;
 pub mod ops;
@@ -14,13 +15,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::HttpConfig;
+use crate::error::AppError;
 use crate::metrics::Metrics;
 
 /// Brotli's default (11) costs ~100x the CPU of level 4 for a few percent
@@ -82,6 +85,17 @@ fn parse_origin(origin: &str) -> Option<HeaderValue> {
         return None;
     }
     HeaderValue::from_str(origin).ok()
+}
+
+/// A request refused before its handler ran (auth, load shedding), with the
+/// error body of its endpoint: GraphQL errors on `/graphql`, the REST shape
+/// (`{ detail, code }`) elsewhere.
+pub fn refusal(path: &str, headers: &HeaderMap, error: AppError) -> Response {
+    if path == "/graphql" {
+        graphql::refusal(headers, error)
+    } else {
+        error.into_response()
+    }
 }
 
 /// Wraps the routes in the layers every request passes, outermost first:

@@ -26,7 +26,13 @@ pub async fn observe(State(metrics): State<Metrics>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let span = tracing::info_span!("request", %method, %path);
+    // `principal` is filled in by the auth layer, for the routes that have one.
+    let span = tracing::info_span!(
+        "request",
+        %method,
+        %path,
+        principal = tracing::field::Empty
+    );
     let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

@@ -8,11 +8,16 @@ use axum::routing::get;
 
 use crate::server::AppState;
 
+/// Probes for load balancers and orchestrators: open to every caller.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+}
+
+/// Endpoints for operators only (the server mounts them behind the admin role).
+pub fn admin_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 /// The process is up and answering; says nothing about the database.

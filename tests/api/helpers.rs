@@ -2,7 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use catalynx::config::{ApiConfig, CacheConfig, DbConfig, HttpConfig, ServeConfig};
+use catalynx::auth::ApiKeys;
+use catalynx::config::{ApiConfig, CacheConfig, DbConfig, HttpConfig, SecurityConfig, ServeConfig};
 use catalynx::db::Db;
 use catalynx::server::RunningServer;
 use sea_orm::{ConnectionTrait, Statement};
@@ -159,15 +160,46 @@ pub async fn spawn_configured(
     http: HttpConfig,
     cache: CacheConfig,
 ) -> Option<TestApp> {
-    let test_db = TestDb::new(backend).await?;
-    let db = test_db.connect().await;
-    let config = ServeConfig {
+    spawn_serving(
+        backend,
+        ServeConfig {
+            api,
+            cache,
+            http,
+            ..serve_config()
+        },
+    )
+    .await
+}
+
+/// Keys every test server knows, one per role; `TestApp::gql` sends the admin key.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+pub const EDITOR_KEY: &str = "test-editor-key-0123456789";
+pub const READER_KEY: &str = "test-reader-key-0123456789";
+
+/// The test servers' access: reads open, a key per role.
+pub fn security() -> SecurityConfig {
+    let keys = format!("admin={ADMIN_KEY},editor={EDITOR_KEY},reader={READER_KEY}");
+    SecurityConfig {
+        api_keys: Some(ApiKeys::parse(&keys).expect("valid test keys")),
+        ..SecurityConfig::default()
+    }
+}
+
+/// The defaults on a free port, with the test keys.
+pub fn serve_config() -> ServeConfig {
+    ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         demo: false,
-        api,
-        cache,
-        http,
-    };
+        security: security(),
+        ..ServeConfig::default()
+    }
+}
+
+/// A server with `config` on a fresh database of `backend`.
+pub async fn spawn_serving(backend: Backend, config: ServeConfig) -> Option<TestApp> {
+    let test_db = TestDb::new(backend).await?;
+    let db = test_db.connect().await;
     let server = RunningServer::start(db.clone(), &config)
         .await
         .expect("server starts");
@@ -181,15 +213,34 @@ pub async fn spawn_configured(
 }
 
 impl TestApp {
+    /// The running server's state, to call the schema without HTTP.
+    pub fn state(&self) -> &catalynx::server::AppState {
+        &self.server.as_ref().expect("running").state
+    }
+
+    /// A digest of every row (an export, hashed): equal digests, equal data.
+    pub async fn digest(&self) -> String {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("export.jsonl");
+        catalynx::export::export_to(&self.db, catalynx::config::ExportFormat::Jsonl, Some(&path))
+            .await
+            .expect("export");
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(&path).expect("read export"),
+        ))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// POSTs a GraphQL operation and returns the whole JSON response.
+    /// POSTs a GraphQL operation with the admin key and returns the whole JSON response.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
         let response = self
             .client
             .post(self.url("/graphql"))
+            .bearer_auth(ADMIN_KEY)
             .json(&json!({ "query": query, "variables": variables }))
             .send()
             .await
@@ -254,11 +305,9 @@ impl TestApp {
         let test_db = self.test_db.take().expect("database");
         let db = test_db.connect().await;
         let config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            demo: false,
             api,
             cache,
-            http: HttpConfig::default(),
+            ..serve_config()
         };
         let server = RunningServer::start(db.clone(), &config)
             .await

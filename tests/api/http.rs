@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestApp, create_profile, seed, spawn_app, spawn_http_app};
+use crate::helpers::{
+    EDITOR_KEY, READER_KEY, TestApp, create_profile, seed, spawn_app, spawn_http_app,
+};
 
 const GRJ: &str = "application/graphql-response+json";
 const PROFILES: &str = "{ profiles(first: 3) { totalCount nodes { name } } }";
@@ -379,12 +381,14 @@ async fn a_persisted_mutation_cannot_be_replayed_by_get() {
     let app = spawn_app().await;
     let mutation = r#"mutation { createProfile(input: { name: "Once", organizationType: NONPROFIT }) { id } }"#;
     let hash = sha256(mutation);
-    let response = post(
-        &app,
-        GRJ,
-        json!({ "query": mutation, "extensions": persisted(&hash) }),
-    )
-    .await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(EDITOR_KEY)
+        .json(&json!({ "query": mutation, "extensions": persisted(&hash) }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 1);
 
@@ -450,7 +454,7 @@ async fn cache_control_follows_the_schema_hints() {
     let response = app
         .client
         .post(app.url("/graphql"))
-        .header(header::AUTHORIZATION, "Bearer x")
+        .bearer_auth(READER_KEY)
         .json(&json!({ "query": PROFILES }))
         .send()
         .await
@@ -461,12 +465,14 @@ async fn cache_control_follows_the_schema_hints() {
     let response = post(&app, GRJ, json!({ "query": "{ __typename }" })).await;
     assert_eq!(cache_control(&response), "public, no-cache");
 
-    let response = post(
-        &app,
-        GRJ,
-        json!({ "query": r#"mutation { createProfile(input: { name: "A", organizationType: NONPROFIT }) { id } }"# }),
-    )
-    .await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(EDITOR_KEY)
+        .json(&json!({ "query": r#"mutation { createProfile(input: { name: "A", organizationType: NONPROFIT }) { id } }"# }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cache_control(&response), "no-store");
     assert!(!response.headers().contains_key("etag"));
 
@@ -690,14 +696,11 @@ async fn an_invalid_cors_origin_stops_the_start() {
         .await
         .unwrap();
     let config = catalynx::config::ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        demo: false,
-        api: Default::default(),
-        cache: Default::default(),
         http: HttpConfig {
             cors_origins: vec!["app.example.org/path".into()],
             ..HttpConfig::default()
         },
+        ..crate::helpers::serve_config()
     };
     let error = catalynx::server::RunningServer::start(test_db.connect().await, &config)
         .await

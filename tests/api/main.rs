@@ -2,10 +2,13 @@
 //! file, and the same suite against PostgreSQL when
 //! `CATALYNX_TEST_POSTGRES_URL` is set (CI sets it).
 
+mod auth;
 mod bench_routes;
 mod cache;
 mod foundation;
+mod fuzz;
 mod helpers;
+mod hostile;
 mod http;
 mod import;
 mod mutations;

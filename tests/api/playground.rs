@@ -107,14 +107,11 @@ async fn an_assets_directory_without_the_files_stops_the_start() {
         .await
         .unwrap();
     let config = catalynx::config::ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        demo: false,
-        api: Default::default(),
-        cache: Default::default(),
         http: HttpConfig {
             playground_assets: Some(empty.path().to_owned()),
             ..HttpConfig::default()
         },
+        ..crate::helpers::serve_config()
     };
     let error = catalynx::server::RunningServer::start(test_db.connect().await, &config)
         .await

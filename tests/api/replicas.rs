@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::{ADMIN_KEY, Backend, TestDb};
 
 /// A child process killed when dropped, so a failing test leaves nothing behind.
 struct Process(Child);
@@ -76,6 +76,7 @@ fn start_replica(database_url: &str, redis_url: &str) -> Replica {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", database_url)
         .env("CATALYNX_REDIS_URL", redis_url)
+        .env("CATALYNX_API_KEYS", format!("admin={ADMIN_KEY}"))
         .env("CATALYNX_CACHE", "true")
         .env("CATALYNX_LOG", "info")
         .stderr(Stdio::piped())
@@ -113,6 +114,7 @@ async fn gql(
     let response = client
         .post(format!("http://{replica}/graphql"))
         .header("accept", "application/json")
+        .bearer_auth(ADMIN_KEY)
         .json(&json!({ "query": query, "variables": variables }))
         .send()
         .await
@@ -369,7 +371,10 @@ async fn redis_restarting_under_load_loses_nothing() {
     let client = reqwest::Client::new();
     let q = "{ profiles(first: 1) { totalCount } }";
     data(&client, setup.b.addr, q, Value::Null).await;
-    let body = reqwest::get(format!("http://{}/metrics", setup.b.addr))
+    let body = client
+        .get(format!("http://{}/metrics", setup.b.addr))
+        .bearer_auth(ADMIN_KEY)
+        .send()
         .await
         .unwrap()
         .text()

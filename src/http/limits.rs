@@ -1,0 +1,59 @@
+//! Load shedding: past `--max-concurrent-requests` API requests in flight,
+//! a new one is answered `503` with `Retry-After` at once. The server keeps
+//! no queue of its own: waiting requests would hold connections and memory
+//! and then wait out the pool's acquire timeout anyway, while a quick 503
+//! tells a client (or a load balancer) to come back or try another replica.
+//!
+//! The same layer fails requests fast while the database is known to be
+//! unreachable (see [`crate::availability`]), instead of letting each one
+//! wait for a connection that cannot come.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::Semaphore;
+
+use crate::error::AppError;
+use crate::server::AppState;
+
+/// How many API requests may run at once; cheap to clone.
+#[derive(Clone)]
+pub struct Capacity {
+    /// `None` without a limit.
+    permits: Option<Arc<Semaphore>>,
+}
+
+impl Capacity {
+    /// At most `limit` requests at once; 0 means no limit.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            permits: (limit > 0).then(|| Arc::new(Semaphore::new(limit))),
+        }
+    }
+}
+
+/// Middleware: runs the request if there is room and the database can be
+/// reached, else refuses it with 503 and `Retry-After`.
+pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Held until the handler has produced its response.
+    let permit = match &state.capacity().permits {
+        None => None,
+        Some(permits) => match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let error =
+                    AppError::Unavailable("the server is at capacity; retry shortly".into());
+                return crate::http::refusal(request.uri().path(), request.headers(), error);
+            }
+        },
+    };
+    if !state.availability().is_up() {
+        let error = AppError::Unavailable("the database is unreachable; retry shortly".into());
+        return crate::http::refusal(request.uri().path(), request.headers(), error);
+    }
+    let response = next.run(request).await;
+    drop(permit);
+    response
+}
