@@ -4,6 +4,7 @@
 
 mod auth;
 mod cache;
+mod faults;
 mod foundation;
 mod fuzz;
 mod helpers;
