@@ -17,8 +17,9 @@ use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, SqlxPostgresConnector,
-    SqlxSqliteConnector, Statement,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, SqlxPostgresConnector, SqlxSqliteConnector, Statement,
+    TransactionOptions, TransactionTrait,
 };
 
 use crate::config::DbConfig;
@@ -148,6 +149,24 @@ impl Db {
         result
     }
 
+    /// A write transaction. On SQLite it takes the write lock at `BEGIN`
+    /// (`IMMEDIATE`), waiting up to the busy timeout for it: a deferred one
+    /// that reads first and writes later fails at once with `database is
+    /// locked` when another connection wrote in between, whatever the timeout.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.backend() {
+            DatabaseBackend::Sqlite => {
+                self.write
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..TransactionOptions::default()
+                    })
+                    .await
+            }
+            _ => self.write.begin().await,
+        }
+    }
+
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         self.read
@@ -160,31 +179,39 @@ impl Db {
 async fn connect_sqlite(
     config: &DbConfig,
 ) -> anyhow::Result<(DatabaseConnection, DatabaseConnection)> {
-    let url = config.database_url.as_str();
-    let options = SqliteConnectOptions::from_str(url)
-        .with_context(|| format!("DATABASE_URL / --database-url: invalid SQLite URL {url:?}"))?
-        .create_if_missing(true)
-        // sqlx applies these on every new connection, so every pooled
-        // connection is tuned, not only the first.
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms))
-        .pragma("cache_size", (-SQLITE_CACHE_KIB).to_string())
-        .pragma("temp_store", "MEMORY")
-        .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
-    let path = options.get_filename().display().to_string();
     let acquire = Duration::from_secs(config.db_acquire_timeout);
-
+    let mut mode = OpenMode::ReadWrite;
     // The writer opens first: it creates the file and switches it to WAL.
-    let writer = SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(acquire)
-        .connect_with(options.clone())
-        .await
-        .with_context(|| {
-            format!("DATABASE_URL / --database-url: cannot open SQLite database {path:?}")
-        })?;
+    let (writer, options) = loop {
+        let options = sqlite_options(config, mode)?;
+        let opened = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire)
+            .connect_with(options.clone())
+            .await;
+        match (opened, mode.fallback()) {
+            (Ok(writer), _) => break (writer, options),
+            // A file or directory that cannot be written (a read-only copy
+            // or mount): serve reads; writes then fail with READ_ONLY.
+            (Err(e), Some(next)) if is_read_only(&e) => {
+                tracing::warn!(
+                    path = %options.get_filename().display(),
+                    "the database cannot be written: {}",
+                    next.explain()
+                );
+                mode = next;
+            }
+            (Err(e), _) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "DATABASE_URL / --database-url: cannot open SQLite database {:?}",
+                        options.get_filename().display().to_string()
+                    )
+                });
+            }
+        }
+    };
+    let path = options.get_filename().display().to_string();
     let readers = SqlitePoolOptions::new()
         .max_connections(config.db_max_connections.unwrap_or(SQLITE_READERS))
         .min_connections(1)
@@ -198,6 +225,72 @@ async fn connect_sqlite(
         SqlxSqliteConnector::from_sqlx_sqlite_pool(readers),
         SqlxSqliteConnector::from_sqlx_sqlite_pool(writer),
     ))
+}
+
+/// How a SQLite file is opened; each mode is the fallback of the one before
+/// when the file cannot be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpenMode {
+    ReadWrite,
+    /// Read-only: needs the WAL's shared-memory file, or a directory to create it in.
+    ReadOnly,
+    /// Read-only, and trusted not to change: needs nothing else, but misses
+    /// changes other processes make.
+    Immutable,
+}
+
+impl OpenMode {
+    fn fallback(self) -> Option<Self> {
+        match self {
+            Self::ReadWrite => Some(Self::ReadOnly),
+            Self::ReadOnly => Some(Self::Immutable),
+            Self::Immutable => None,
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "opened for reading and writing",
+            Self::ReadOnly => "serving it read-only (writes fail with READ_ONLY)",
+            Self::Immutable => {
+                "serving it read-only and as immutable (its directory is read-only too; \
+                 changes other processes make are not seen)"
+            }
+        }
+    }
+}
+
+/// Every pooled connection's settings (sqlx applies them to each new
+/// connection, not only the first). Read-only modes neither create the file
+/// nor switch its journal mode: both write.
+fn sqlite_options(config: &DbConfig, mode: OpenMode) -> anyhow::Result<SqliteConnectOptions> {
+    let url = config.database_url.as_str();
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("DATABASE_URL / --database-url: invalid SQLite URL {url:?}"))?
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms))
+        .pragma("cache_size", (-SQLITE_CACHE_KIB).to_string())
+        .pragma("temp_store", "MEMORY")
+        .pragma("mmap_size", SQLITE_MMAP_BYTES.to_string());
+    Ok(match mode {
+        OpenMode::ReadWrite => options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal),
+        OpenMode::ReadOnly => options.read_only(true),
+        OpenMode::Immutable => options.read_only(true).immutable(true),
+    })
+}
+
+/// SQLite's `SQLITE_READONLY` family (the primary code is the low byte).
+fn is_read_only(error: &sea_orm::sqlx::Error) -> bool {
+    match error {
+        sea_orm::sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 8),
+        _ => false,
+    }
 }
 
 async fn connect_postgres(config: &DbConfig) -> anyhow::Result<DatabaseConnection> {

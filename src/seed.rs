@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sea_orm::{EntityTrait, PaginatorTrait, TransactionTrait};
+use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::db::Db;
 use crate::domain::{DbEnum, FundingSource, OrganizationType, Priority, Stage, US_STATES};
@@ -58,7 +58,7 @@ pub async fn seed(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<See
         ProgressBar::hidden()
     };
     let mut generator = Generator::new(plan);
-    let txn = db.write.begin().await?;
+    let txn = db.begin_write().await?;
     // Secondary indexes are dropped for the load and rebuilt at the end:
     // building one from sorted rows is far cheaper than updating it row by
     // row. Inside the transaction, so a failure restores them.

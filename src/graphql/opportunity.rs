@@ -6,7 +6,6 @@ use async_graphql::{
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{StringList, opportunity};
-use sea_orm::TransactionTrait;
 
 use super::ApiContext;
 use super::connection::{OrderDirection, PageInfo};
@@ -662,7 +661,7 @@ impl OpportunityMutation {
             return Err(AppError::NotFound(missing.join("; ")).extend());
         }
         let written = async {
-            let txn = api.db.write.begin().await?;
+            let txn = api.db.begin_write().await?;
             bulk::insert_many::<opportunity::Entity, _>(&txn, &models).await?;
             txn.commit().await
         }
@@ -710,7 +709,7 @@ impl OpportunityMutation {
     ) -> Result<ID> {
         let api = ApiContext::of(ctx);
         let deleted = async {
-            let txn = api.db.write.begin().await?;
+            let txn = api.db.begin_write().await?;
             let model = opportunities::by_id(&txn, &id)
                 .await?
                 .ok_or_else(|| AppError::not_found("opportunity", &id))?;
@@ -737,7 +736,7 @@ async fn change_opportunity(
     change: impl FnOnce(&mut opportunity::Model) -> AppResult<()>,
 ) -> Result<Opportunity> {
     let saved = async {
-        let txn = api.db.write.begin().await?;
+        let txn = api.db.begin_write().await?;
         let mut model = opportunities::by_id(&txn, id)
             .await?
             .ok_or_else(|| AppError::not_found("opportunity", id))?;

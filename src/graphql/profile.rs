@@ -9,7 +9,6 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 use entity::{StringList, profile};
-use sea_orm::TransactionTrait;
 
 use super::connection::{OrderDirection, PageInfo};
 use super::loaders::{CountKey, Loaders, NestedPageArgs, PageKey};
@@ -827,7 +826,7 @@ impl ProfileMutation {
         let api = ApiContext::of(ctx);
         check_unique_eins(&api.db, &models).await.gql()?;
         let written = async {
-            let txn = api.db.write.begin().await?;
+            let txn = api.db.begin_write().await?;
             bulk::insert_many::<profile::Entity, _>(&txn, &models).await?;
             txn.commit().await
         }
@@ -849,7 +848,7 @@ impl ProfileMutation {
     ) -> Result<Profile> {
         let api = ApiContext::of(ctx);
         let saved = async {
-            let txn = api.db.write.begin().await?;
+            let txn = api.db.begin_write().await?;
             let mut model = profiles::by_id(&txn, &id)
                 .await?
                 .ok_or_else(|| AppError::not_found("profile", &id))?;

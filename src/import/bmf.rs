@@ -26,10 +26,7 @@ use entity::{StringList, profile};
 use flate2::bufread::MultiGzDecoder;
 use indicatif::ProgressBar;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::{Counts, ImportReport, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
@@ -272,7 +269,7 @@ impl Batch {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let txn = db.write.begin().await?;
+        let txn = db.begin_write().await?;
         let eins: Vec<String> = self.eins.drain().collect();
         let existing = by_ein(&txn, &eins).await?;
         let now = now();

@@ -30,7 +30,6 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions,
 use sea_orm::sqlx::{self, Row, TypeInfo, ValueRef};
 use sea_orm::{
     ConnectionTrait, DbErr, EntityTrait, IdenStatic, Iterable, QueryFilter, QuerySelect,
-    TransactionTrait,
 };
 use serde_json::{Map, Value};
 
@@ -694,7 +693,7 @@ impl Batch {
             return Ok(());
         }
         self.ids.clear();
-        let txn = db.write.begin().await?;
+        let txn = db.begin_write().await?;
 
         let ids: Vec<String> = self.profiles.iter().map(|(_, p)| p.id.clone()).collect();
         let existing: HashMap<String, profile::Model> = profiles::by_ids(&txn, &ids)

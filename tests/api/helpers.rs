@@ -231,6 +231,11 @@ impl TestApp {
         ))
     }
 
+    /// The database URL, for a second server (a replica) or a direct connection.
+    pub fn database_url(&self) -> &str {
+        &self.test_db.as_ref().expect("database").url
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -5,6 +5,7 @@
 mod auth;
 mod bench_routes;
 mod cache;
+mod faults;
 mod foundation;
 mod fuzz;
 mod helpers;
