@@ -18,3 +18,4 @@ mod playground;
 mod queries;
 mod rest;
 mod schema_file;
+mod soak;
