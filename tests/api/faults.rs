@@ -12,8 +12,8 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, EDITOR_KEY, create_opportunity, create_profile, security, serve_config, spawn_app,
-    spawn_serving,
+    Backend, Binary, EDITOR_KEY, create_opportunity, create_profile, id, security, serve_config,
+    spawn_app, spawn_serving,
 };
 
 const CREATE_MANY: &str =
@@ -248,4 +248,503 @@ async fn overload_is_shed_with_503_and_retry_after() {
     let data = app.data("{ profiles { totalCount } }", json!({})).await;
     assert_eq!(data["profiles"]["totalCount"], 2);
     app.finish().await;
+}
+
+/// `PRAGMA integrity_check` on a fresh connection, and a count.
+async fn reopen_and_count(url: &str, table: &str) -> i64 {
+    let db = Db::connect(&DbConfig::new(url)).await.expect("reopens");
+    let check = db
+        .read
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.backend(),
+            "PRAGMA integrity_check",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(check.try_get_by_index::<String>(0).unwrap(), "ok");
+    let row = db
+        .read
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.backend(),
+            format!("SELECT COUNT(*) FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// kill -9 while `seed` writes its one transaction (some of it already in
+/// the WAL): the database opens, is intact, and holds none of it.
+#[tokio::test]
+async fn kill_9_during_seed_leaves_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seed.db");
+    let url = format!("sqlite://{}", path.display());
+    let mut seed = Binary::start(
+        &[
+            "seed",
+            "--profiles",
+            "20000",
+            "--opportunities-per-profile",
+            "20",
+            "--quiet",
+        ],
+        &[("DATABASE_URL", &url)],
+        None,
+    );
+    // Killed once uncommitted pages have spilled into the WAL.
+    let wal = dir.path().join("seed.db-wal");
+    let started = Instant::now();
+    while std::fs::metadata(&wal).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(
+            seed.child.try_wait().unwrap().is_none(),
+            "seed finished before the kill"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the WAL never grew"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seed.kill9();
+    eprintln!(
+        "seed killed with {} bytes in its WAL",
+        std::fs::metadata(&wal).map_or(0, |m| m.len())
+    );
+    assert_eq!(reopen_and_count(&url, "profiles").await, 0);
+    assert_eq!(reopen_and_count(&url, "opportunities").await, 0);
+
+    // The same database takes a whole seed afterwards.
+    let mut again = Binary::start(
+        &[
+            "seed",
+            "--profiles",
+            "50",
+            "--opportunities-per-profile",
+            "2",
+            "--quiet",
+        ],
+        &[("DATABASE_URL", &url)],
+        None,
+    );
+    assert!(again.child.wait().unwrap().success());
+    assert_eq!(reopen_and_count(&url, "profiles").await, 50);
+}
+
+/// kill -9 while batches of 1,000 opportunities are being written: after a
+/// restart every acknowledged batch is there, whole, and no other batch is
+/// there in part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_batch_inserts_loses_no_acknowledged_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("batch.db").display());
+    let keys = format!("editor={EDITOR_KEY}");
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("CATALYNX_API_KEYS", keys.as_str()),
+    ];
+    let mut server = Binary::start(&["serve", "--listen", "127.0.0.1:0"], &env, None);
+    let client = reqwest::Client::new();
+    let base = server.url("");
+    let (_, body) = send(
+        &client,
+        &base,
+        r#"mutation { createProfile(input: { name: "Funded", organizationType: NONPROFIT }) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let profile = body["data"]["createProfile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    const BATCH: usize = 1000;
+    let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (client, base, profile, acknowledged) =
+                (client.clone(), base.clone(), profile.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for r in 0.. {
+                    let inputs: Vec<Value> = (0..BATCH)
+                        .map(|i| json!({ "profileId": profile, "organizationName": format!("W{w} R{r} #{i}"), "tags": ["bulk"] }))
+                        .collect();
+                    let response = client
+                        .post(format!("{base}/graphql"))
+                        .bearer_auth(EDITOR_KEY)
+                        .json(&json!({ "query": CREATE_MANY, "variables": { "i": inputs } }))
+                        .send()
+                        .await;
+                    let Ok(response) = response else { return };
+                    let Ok(body) = response.json::<Value>().await else { return };
+                    if body.get("errors").is_none() {
+                        acknowledged.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(137)).await;
+    server.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+    let count = reopen_and_count(&url, "opportunities").await as usize;
+    assert_eq!(count % BATCH, 0, "a batch was half-written: {count} rows");
+    assert!(
+        count >= acknowledged * BATCH,
+        "{acknowledged} batches acknowledged, {count} rows there"
+    );
+    assert!(count <= (acknowledged + 3) * BATCH, "{count} rows");
+    eprintln!("killed with {acknowledged} batches acknowledged; {count} rows after restart");
+
+    // And the server starts again on it.
+    let server = Binary::start(&["serve", "--listen", "127.0.0.1:0"], &env, None);
+    let (status, body) = send(&client, &server.url(""), COUNT, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["opportunities"]["totalCount"], count);
+}
+
+/// Runs `serve` on a database in `dir` that cannot be written: as a user
+/// without write access (root, whom permissions do not bind, drops to
+/// `nobody` with setpriv).
+fn serve_read_only(dir: &std::path::Path) -> Binary {
+    let nobody = (id(&["-u", "nobody"]), id(&["-g", "nobody"]));
+    let user = (id(&["-u"]) == "0").then_some((nobody.0.as_str(), nobody.1.as_str()));
+    let url = format!("sqlite://{}", dir.join("test.db").display());
+    let keys = format!("editor={EDITOR_KEY}");
+    Binary::start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("DATABASE_URL", &url), ("CATALYNX_API_KEYS", &keys)],
+        user,
+    )
+}
+
+/// A database file, or its whole directory, that cannot be written: the
+/// server starts, reads work, writes fail with READ_ONLY and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_serves_reads_and_refuses_writes() {
+    use std::os::unix::fs::PermissionsExt;
+    let source = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", source.path().join("test.db").display());
+    {
+        let db = Db::connect(&DbConfig::new(url.as_str())).await.unwrap();
+        db.migrate().await.unwrap();
+        let plan = catalynx::seed::SeedPlan {
+            profiles: 12,
+            opportunities_per_profile: 2,
+            seed: 3,
+        };
+        catalynx::seed::seed(&db, plan, false).await.unwrap();
+        // Closed cleanly: the WAL is checkpointed and its files removed.
+        db.write.close().await.unwrap();
+        db.read.close().await.unwrap();
+    }
+    let client = reqwest::Client::new();
+    // The file read-only; then the directory too (no WAL files can be made).
+    for read_only_dir in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let file = dir.path().join("test.db");
+        std::fs::copy(source.path().join("test.db"), &file).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+        if !read_only_dir {
+            // Writable by the user the server runs as, so it can make WAL files.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        } else {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        let server = serve_read_only(dir.path());
+        let base = server.url("");
+        let (status, body) = send(
+            &client,
+            &base,
+            "{ profiles(filter: { includeArchived: true }) { totalCount } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"]["profiles"]["totalCount"], 12, "{body}");
+        let (status, body) = send(
+            &client,
+            &base,
+            r#"mutation { createProfile(input: { name: "Nope", organizationType: NONPROFIT }) { id } }"#,
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "READ_ONLY",
+            "{body}"
+        );
+        assert!(
+            !body.to_string().contains("readonly database"),
+            "internals leaked: {body}"
+        );
+        let rest = client
+            .get(server.url("/api/profiles"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rest.status(), StatusCode::OK);
+        drop(server);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            reopen_and_count(&format!("sqlite://{}", file.display()), "profiles").await,
+            12
+        );
+    }
+}
+
+/// A PostgreSQL cluster of the test's own, on a free port, so that it can
+/// be stopped and started without disturbing the shared server. Stopped
+/// (immediately) when dropped.
+struct PrivateCluster {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+    port: u16,
+    /// Root runs PostgreSQL's tools as `postgres`: they refuse to run as root.
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateCluster {
+    /// `Err` says why a cluster cannot be made here.
+    fn create() -> Result<Self, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("no /usr/lib/postgresql ({e}); apt-get install postgresql"))?
+            .filter_map(|d| d.ok().map(|d| d.path().join("bin")))
+            .find(|b| b.join("initdb").exists() && b.join("pg_ctl").exists())
+            .ok_or("no initdb and pg_ctl under /usr/lib/postgresql/*/bin")?;
+        let as_postgres = id(&["-u"]) == "0";
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        if as_postgres {
+            let chown = std::process::Command::new("chown")
+                .args(["postgres:", &dir.path().display().to_string()])
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !chown.success() {
+                return Err("cannot hand a directory to the postgres user".into());
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let cluster = Self {
+            data: dir.path().join("data"),
+            log: dir.path().join("log"),
+            bin,
+            port,
+            as_postgres,
+            _dir: dir,
+        };
+        let data = cluster.data.display().to_string();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let tool = self.bin.join(tool).display().to_string();
+        let mut command = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", &tool]);
+            c
+        } else {
+            std::process::Command::new(&tool)
+        };
+        let out = command
+            .args(args)
+            .output()
+            .map_err(|e| format!("{tool}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let data = self.data.display().to_string();
+        let mut all = vec!["-D", &data, "-w", "-t", "30"];
+        all.extend(args);
+        self.run("pg_ctl", &all)
+    }
+
+    fn start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self._dir.path().display()
+        );
+        let log = self.log.display().to_string();
+        self.pg_ctl(&["-o", &options, "-l", &log, "start"])
+    }
+
+    fn stop(&self) -> Result<(), String> {
+        self.pg_ctl(&["-m", "fast", "stop"])
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+}
+
+/// One request of the load, as its client saw it.
+struct Seen {
+    at: Instant,
+    took: Duration,
+    ok: bool,
+    code: Option<String>,
+}
+
+/// PostgreSQL stopped and started under load: while it is down, requests
+/// fail fast with SERVICE_UNAVAILABLE; once it is back they succeed again,
+/// with no restart of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_under_load_fails_fast_and_recovers() {
+    let cluster = match PrivateCluster::create() {
+        Ok(cluster) => cluster,
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: PostgreSQL restart test: cannot run a private cluster: {why}");
+            return;
+        }
+        Err(why) => panic!("CI: a private PostgreSQL cluster is required: {why}"),
+    };
+    let config = DbConfig {
+        db_acquire_timeout: 3,
+        ..DbConfig::new(cluster.url())
+    };
+    let db = Db::connect(&config).await.unwrap();
+    db.migrate().await.unwrap();
+    let server = RunningServer::start(db.clone(), &serve_config())
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (status, body) = send(
+        &client,
+        &base,
+        r#"mutation { createProfile(input: { name: "Steady", organizationType: NONPROFIT }) { id } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|i| {
+            let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let query = if i == 0 {
+                        r#"mutation { createProfile(input: { name: "Under load", organizationType: NONPROFIT }) { id } }"#
+                    } else {
+                        "{ profiles(filter: { search: \"load\" }) { totalCount } }"
+                    };
+                    let at = Instant::now();
+                    let (status, body) = send(&client, &base, query, json!({})).await;
+                    seen.push(Seen {
+                        at,
+                        took: at.elapsed(),
+                        ok: status == StatusCode::OK && body.get("errors").is_none(),
+                        code: body["errors"][0]["extensions"]["code"].as_str().map(str::to_owned),
+                    });
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                seen
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.stop().unwrap();
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.start().unwrap();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for task in load {
+        seen.extend(task.await.unwrap());
+    }
+
+    // Down (from a moment after the stop until the start): fast, clear failures.
+    let down: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.at > stopped + Duration::from_millis(500) && s.at < started)
+        .collect();
+    assert!(down.len() > 20, "{} requests while down", down.len());
+    for s in &down {
+        assert!(!s.ok, "succeeded while the database was down");
+        assert_eq!(s.code.as_deref(), Some("SERVICE_UNAVAILABLE"));
+        assert!(
+            s.took < Duration::from_millis(500),
+            "took {:?} to fail",
+            s.took
+        );
+    }
+    // Back: everything succeeds again within a few seconds of the start.
+    let back: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.at > started + Duration::from_secs(2))
+        .collect();
+    assert!(back.len() > 20, "{} requests after the restart", back.len());
+    let failed: Vec<_> = back.iter().filter(|s| !s.ok).map(|s| &s.code).collect();
+    assert!(failed.is_empty(), "failed after the restart: {failed:?}");
+    let first_ok = seen
+        .iter()
+        .filter(|s| s.at > started && s.ok)
+        .map(|s| s.at - started)
+        .min()
+        .unwrap();
+    let around_stop = seen
+        .iter()
+        .filter(|s| s.at < stopped + Duration::from_millis(500) && s.at + s.took > stopped)
+        .map(|s| s.took)
+        .max();
+    eprintln!(
+        "{} requests in all; {} while down, slowest failure {:?}; slowest around the stop {around_stop:?}; \
+         first success {first_ok:?} after the start",
+        seen.len(),
+        down.len(),
+        down.iter().map(|s| s.took).max().unwrap()
+    );
+    server.stop().await.unwrap();
 }

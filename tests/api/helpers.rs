@@ -405,3 +405,84 @@ pub async fn seed(app: &TestApp, profiles: u64, per_profile: u64) {
         .await
         .expect("seed");
 }
+
+/// The real binary as a child process, killed with SIGKILL when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+    /// `host:port` it listens on, for `serve`.
+    pub addr: String,
+}
+
+impl Binary {
+    /// Starts `catalynx args...` with `env`, as `user` (numeric uid and gid)
+    /// when given, and waits for it to listen when it serves.
+    pub fn start(args: &[&str], env: &[(&str, &str)], user: Option<(&str, &str)>) -> Self {
+        use std::io::{BufRead, BufReader};
+        let binary = env!("CARGO_BIN_EXE_catalynx");
+        let mut command = match user {
+            Some((uid, gid)) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={gid}"),
+                    "--clear-groups",
+                    binary,
+                ]);
+                c
+            }
+            None => std::process::Command::new(binary),
+        };
+        command
+            .args(args)
+            .env("CATALYNX_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the binary starts");
+        let mut log = BufReader::new(child.stderr.take().unwrap());
+        let mut addr = String::new();
+        let mut seen = String::new();
+        if args.contains(&"serve") {
+            addr = loop {
+                let mut line = String::new();
+                if log.read_line(&mut line).unwrap() == 0 {
+                    panic!("exited before listening:\n{seen}");
+                }
+                seen.push_str(&line);
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    break rest.split_whitespace().next().unwrap().to_owned();
+                }
+            };
+        }
+        // Keep draining the log so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in log.lines() {});
+        Self { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `id OPTION [USER]`, trimmed.
+pub fn id(args: &[&str]) -> String {
+    let out = std::process::Command::new("id")
+        .args(args)
+        .output()
+        .expect("id runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

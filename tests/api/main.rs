@@ -20,3 +20,4 @@ mod queries;
 mod replicas;
 mod rest;
 mod schema_file;
+mod soak;
