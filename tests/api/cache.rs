@@ -408,7 +408,7 @@ async fn no_stale_read_after_a_write(backend: Backend) {
     let (reads, stale) = (reads.load(Ordering::Relaxed), stale.load(Ordering::Relaxed));
     eprintln!("{backend:?}: {version} writes, {reads} reads, {stale} stale");
     assert!(
-        reads > 50 && version > 10,
+        reads > 20 && version > 5,
         "too little load to show anything: {reads} reads, {version} writes"
     );
     assert_eq!(stale, 0, "reads older than an acknowledged write");

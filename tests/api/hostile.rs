@@ -330,7 +330,9 @@ async fn hostile_requests_get_clear_errors_and_change_nothing() {
         // A refusal is cheap: a slow one is a way to tie the server up.
         let elapsed = started.elapsed();
         slowest = slowest.max((elapsed, &case.name));
-        if elapsed > Duration::from_secs(3) {
+        // Only a pathological blow-up fails here (a fan-out bomb once took
+        // minutes); ordinary slowness of a busy machine does not.
+        if elapsed > Duration::from_secs(20) {
             failures.push(format!("{}: took {elapsed:?}", case.name));
         }
         let code = code_of(&body);
