@@ -183,7 +183,29 @@ async fn repeat_from_cache(app: &TestApp) {
             .any(|o| o["organization_name"] == "New Funder")
     );
 }
-on_both!(rest_reads_come_from_the_resolver_cache, repeat_from_cache);
+/// These tests are about the cache: on whatever the environment says.
+async fn with_cache(backend: crate::helpers::Backend) -> Option<TestApp> {
+    let cache = catalynx::config::CacheConfig {
+        cache_enabled: true,
+        ..Default::default()
+    };
+    crate::helpers::spawn_with(backend, Default::default(), cache).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_reads_come_from_the_resolver_cache_on_sqlite() {
+    let app = with_cache(crate::helpers::Backend::Sqlite).await.unwrap();
+    repeat_from_cache(&app).await;
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_reads_come_from_the_resolver_cache_on_postgres() {
+    if let Some(app) = with_cache(crate::helpers::Backend::Postgres).await {
+        repeat_from_cache(&app).await;
+        app.finish().await;
+    }
+}
 
 async fn one_profile(app: &TestApp) {
     let (alpha, _) = arrange(app).await;
