@@ -10,8 +10,7 @@ use entity::opportunity;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait,
-    Statement, Value,
+    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, Statement, Value,
 };
 use serde::Serialize;
 
@@ -227,13 +226,30 @@ fn page_query(
     filter: &OpportunityFilter,
     keys: &[SortKey],
     request: &PageRequest,
-) -> Result<sea_orm::Select<opportunity::Entity>, AppError> {
-    let mut query = opportunity::Entity::find().filter(filter.condition(backend));
+) -> Result<Statement, AppError> {
+    page_query_where(backend, filter, keys, request, Condition::all())
+}
+
+/// `page_query` with one more condition (the parent of a nested page).
+fn page_query_where(
+    backend: DatabaseBackend,
+    filter: &OpportunityFilter,
+    keys: &[SortKey],
+    request: &PageRequest,
+    parent: Condition,
+) -> Result<Statement, AppError> {
+    let mut query = opportunity::Entity::find()
+        .filter(filter.condition(backend))
+        .filter(parent);
     if let Some(cursor) = &request.cursor {
         let values = page::decode_cursor(keys, cursor)?;
         query = query.filter(page::after_condition(keys, &values, request.backward));
     }
-    Ok(page::order_by(query, keys, request.backward).limit(request.limit + 1))
+    Ok(page::limited(
+        page::order_by(query, keys, request.backward),
+        backend,
+        request.limit + 1,
+    ))
 }
 
 /// One page of opportunities.
@@ -245,7 +261,12 @@ pub async fn page(
     request: &PageRequest,
 ) -> Result<Fetched<opportunity::Model>, AppError> {
     let query = page_query(conn.get_database_backend(), filter, keys, request)?;
-    Ok(Fetched::new(query.all(conn).await?, request))
+    Ok(Fetched::new(
+        opportunity::Model::find_by_statement(query)
+            .all(conn)
+            .await?,
+        request,
+    ))
 }
 
 /// Opportunities matching `filter`.
@@ -317,9 +338,13 @@ pub async fn pages_by_profile(
         .collect();
     let rows = match backend {
         DatabaseBackend::Postgres => {
-            let inner = page_query(backend, filter, keys, request)?
-                .filter(Expr::cust(r#""opportunities"."profile_id" = "p"."pid""#))
-                .build(backend);
+            let inner = page_query_where(
+                backend,
+                filter,
+                keys,
+                request,
+                Condition::all().add(Expr::cust(r#""opportunities"."profile_id" = "p"."pid""#)),
+            )?;
             let mut values = inner.values.map(|v| v.0).unwrap_or_default();
             values.push(Value::from(profile_ids.to_vec()));
             // A LATERAL subquery with LIMIT runs as a nested loop, which keeps
@@ -336,9 +361,13 @@ pub async fn pages_by_profile(
             .await?
         }
         _ => {
-            let arm = page_query(backend, filter, keys, request)?
-                .filter(opportunity::Column::ProfileId.eq(PROFILE_PLACEHOLDER))
-                .build(backend);
+            let arm = page_query_where(
+                backend,
+                filter,
+                keys,
+                request,
+                Condition::all().add(opportunity::Column::ProfileId.eq(PROFILE_PLACEHOLDER)),
+            )?;
             let arm_values = arm.values.map(|v| v.0).unwrap_or_default();
             let slot = arm_values
                 .iter()

@@ -6,8 +6,8 @@ use async_graphql::Enum;
 use entity::profile;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect,
 };
 use serde::Serialize;
 
@@ -194,8 +194,15 @@ pub async fn page(
         let values = page::decode_cursor(keys, cursor)?;
         query = query.filter(page::after_condition(keys, &values, request.backward));
     }
-    let query = page::order_by(query, keys, request.backward).limit(request.limit + 1);
-    Ok(Fetched::new(query.all(conn).await?, request))
+    let query = page::limited(
+        page::order_by(query, keys, request.backward),
+        conn.get_database_backend(),
+        request.limit + 1,
+    );
+    Ok(Fetched::new(
+        profile::Model::find_by_statement(query).all(conn).await?,
+        request,
+    ))
 }
 
 /// Profiles matching `filter`.
