@@ -119,6 +119,16 @@ impl AppState {
     ) -> async_graphql::Response {
         // Before any entry is read: see every write acknowledged anywhere.
         self.cache().sync().await;
+        self.execute_synced(request, principal).await
+    }
+
+    /// `execute` for a caller that has just brought the cache up to date
+    /// (`Cache::sync`): with Redis, one round trip fewer.
+    pub(crate) async fn execute_synced(
+        &self,
+        request: async_graphql::Request,
+        principal: &Principal,
+    ) -> async_graphql::Response {
         let request = request
             .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
             .data(principal.clone());

@@ -23,11 +23,36 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts `catalynx serve` on a free port over the SQLite file at `db`.
     pub fn start(db: &Path, cache: bool) -> anyhow::Result<Self> {
+        Self::spawn(
+            &super::data::sqlite_url(db),
+            &[("CATALYNX_CACHE", cache.to_string())],
+        )
+    }
+
+    /// Starts a replica: `catalynx serve` on a free port with the cache on,
+    /// the shared Redis tier at `redis_url` if given, and `admin_key` as its
+    /// one API key.
+    pub fn replica(
+        database_url: &str,
+        redis_url: Option<&str>,
+        admin_key: &str,
+    ) -> anyhow::Result<Self> {
+        let mut env = vec![
+            ("CATALYNX_CACHE", "true".to_owned()),
+            ("CATALYNX_API_KEYS", format!("admin={admin_key}")),
+        ];
+        if let Some(url) = redis_url {
+            env.push(("CATALYNX_REDIS_URL", url.to_owned()));
+        }
+        Self::spawn(database_url, &env)
+    }
+
+    fn spawn(database_url: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_catalynx"))
             .arg("--database-url")
-            .arg(super::data::sqlite_url(db))
+            .arg(database_url)
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("CATALYNX_CACHE", cache.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CATALYNX_LOG", "info,sqlx=warn,sea_orm=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -36,13 +36,23 @@ pub fn graphql(query: &str, variables: serde_json::Value) -> Request {
 /// A server under load and one HTTP client per connection: a client with a
 /// pool of one keeps exactly one keep-alive connection open, so
 /// `connections` is the number of sockets, not a pool's upper bound.
+/// With several addresses (replicas) each connection sends its requests to
+/// them in turn, keeping one socket open to each.
 pub struct Target {
-    base: String,
+    bases: Arc<[String]>,
     clients: Vec<reqwest::Client>,
+    /// Sent as `Authorization: Bearer ...` with every request.
+    bearer: Option<Arc<str>>,
 }
 
 impl Target {
     pub fn new(addr: SocketAddr, connections: usize) -> Self {
+        Self::spread(&[addr], connections, None)
+    }
+
+    /// Load shared round-robin by request across `addrs`.
+    pub fn spread(addrs: &[SocketAddr], connections: usize, bearer: Option<&str>) -> Self {
+        assert!(!addrs.is_empty(), "a target needs an address");
         let clients = (0..connections.max(1))
             .map(|_| {
                 reqwest::Client::builder()
@@ -53,33 +63,42 @@ impl Target {
             })
             .collect();
         Self {
-            base: format!("http://{addr}"),
+            bases: addrs.iter().map(|a| format!("http://{a}")).collect(),
             clients,
+            bearer: bearer.map(Arc::from),
         }
     }
 
-    /// Sends one request and returns its status and body.
+    /// Sends one request (to the first address) and returns its status and body.
     pub async fn send(&self, request: &Request) -> anyhow::Result<(u16, Bytes)> {
-        send(&self.clients[0], &self.base, request).await
+        send(
+            &self.clients[0],
+            &self.bases[0],
+            self.bearer.as_deref(),
+            request,
+        )
+        .await
     }
 }
 
 async fn send(
     client: &reqwest::Client,
     base: &str,
+    bearer: Option<&str>,
     request: &Request,
 ) -> anyhow::Result<(u16, Bytes)> {
-    let response = match request {
-        Request::Graphql(body) => {
-            client
-                .post(format!("{base}/graphql"))
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await?
-        }
-        Request::Get(path) => client.get(format!("{base}{path}")).send().await?,
+    let builder = match request {
+        Request::Graphql(body) => client
+            .post(format!("{base}/graphql"))
+            .header("content-type", "application/json")
+            .body(body.clone()),
+        Request::Get(path) => client.get(format!("{base}{path}")),
     };
+    let builder = match bearer {
+        Some(key) => builder.bearer_auth(key),
+        None => builder,
+    };
+    let response = builder.send().await?;
     let status = response.status().as_u16();
     Ok((status, response.bytes().await?))
 }
@@ -114,16 +133,21 @@ pub async fn run(target: &Target, workload: &Workload, duration: Duration, seed:
         .enumerate()
         .map(|(i, client)| {
             let client = client.clone();
-            let base = target.base.clone();
+            let bases = target.bases.clone();
+            let bearer = target.bearer.clone();
             let workload = workload.clone();
             let mut rng =
                 ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
             tokio::spawn(async move {
                 let mut round = Round::default();
+                // Connections start at different addresses, then take turns.
+                let mut next = i;
                 while Instant::now() < deadline {
                     let request = workload(&mut rng);
+                    let base = &bases[next % bases.len()];
+                    next += 1;
                     let sent = Instant::now();
-                    let outcome = send(&client, &base, &request).await;
+                    let outcome = send(&client, base, bearer.as_deref(), &request).await;
                     round
                         .latencies_us
                         .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);

@@ -7,6 +7,8 @@
 //! (1 2 ... 8, 1 2 ... 8, ...) so that drift of a shared machine hits them
 //! alike. `--scale` adds page-size and database-size sweeps with the
 //! server's peak RSS; results go to `<out>/results.json` and `<out>/scale.svg`.
+//! `--replicas REDIS_URL` (with `--postgres`) adds the scale-out part: two
+//! replicas sharing Redis (see `replicas`).
 //!
 //! The scenarios run against servers started in this process
 //! (`RunningServer`), whose statement and cache counters can be read
@@ -16,6 +18,7 @@
 mod child;
 mod data;
 mod drive;
+mod replicas;
 mod report;
 mod scale;
 mod scenarios;
@@ -59,6 +62,12 @@ struct Args {
     /// database created for the run and dropped after it.
     #[arg(long)]
     postgres: Option<String>,
+    /// Redis URL with a database number of its own, e.g.
+    /// redis://127.0.0.1:6379/5: also measure two replicas of the release
+    /// binary sharing Redis, on the --postgres database (its clx:* keys are
+    /// deleted before and after).
+    #[arg(long, value_name = "REDIS_URL", requires = "postgres")]
+    replicas: Option<String>,
     /// Directory for the database files, results.json and scale.svg.
     #[arg(long, default_value = "target/bench-results")]
     out: PathBuf,
@@ -69,6 +78,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(url) = &args.replicas {
+        replicas::check_url(url)?;
+    }
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
     let timing = scenarios::Timing {
         rounds: args.rounds.max(1),
@@ -112,6 +124,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut backends = vec![("sqlite", sqlite)];
     let mut seeds = vec![seed];
+    let mut scaled_out = None;
     if let Some(admin) = &args.postgres {
         let pg = server_rt.block_on(data::PgDatabase::create(admin))?;
         let measured = (|| {
@@ -125,6 +138,15 @@ fn main() -> anyhow::Result<()> {
             )?;
             let outcomes = scenarios::run(&suite, &server_rt, &client_rt, &timing)?;
             suite.stop(&server_rt)?;
+            if let Some(redis) = &args.replicas {
+                scaled_out = Some(replicas::run(
+                    &pg.url,
+                    redis,
+                    args.connections,
+                    &client_rt,
+                    &timing,
+                )?);
+            }
             anyhow::Ok(outcomes)
         })();
         server_rt.block_on(pg.drop_db())?;
@@ -188,6 +210,9 @@ fn main() -> anyhow::Result<()> {
     if args.scale {
         print!("{}", report::scale_lines(&pages, &sizes));
     }
+    if let Some(r) = &scaled_out {
+        print!("{}", replicas::lines(r, cpus));
+    }
     let results = json!({
         "settings": {
             "profiles": args.profiles,
@@ -204,6 +229,7 @@ fn main() -> anyhow::Result<()> {
         "scenarios": backends.iter().map(|(b, o)| (b.to_string(), json!(o))).collect::<serde_json::Map<_, _>>(),
         "seeds": seeds,
         "scale": { "page_sizes": pages, "database_sizes": sizes },
+        "replicas": scaled_out,
     });
     let path = args.out.join("results.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&results)?)?;

@@ -16,7 +16,7 @@ use tokio::runtime::Runtime;
 use crate::drive::{self, Request, Target, Workload};
 
 pub const NESTED_PAGE: &str = "query($n: Int!) { profiles(first: $n) { totalCount nodes { name opportunitiesCount opportunities(first: 5) { nodes { organizationName overallScore } } } } }";
-const PROFILE_BY_ID: &str = "query($id: ID!) { profile(id: $id) { id name ein organizationType status city state annualRevenue missionStatement updatedAt } }";
+pub const PROFILE_BY_ID: &str = "query($id: ID!) { profile(id: $id) { id name ein organizationType status city state annualRevenue missionStatement updatedAt } }";
 const FILTERED_OPPORTUNITIES: &str = "{ opportunities(first: 50, filter: { stages: [QUALIFIED_PROSPECTS, CANDIDATES], closeDateFrom: \"2026-06-01\", closeDateTo: \"2026-08-31\" }, orderBy: [{ field: OVERALL_SCORE }]) { totalCount nodes { id organizationName overallScore closeDate currentStage } } }";
 const UPDATE_OPPORTUNITY: &str = "mutation($id: ID!, $input: UpdateOpportunityInput!) { updateOpportunity(id: $id, input: $input) { id overallScore } }";
 const CREATE_OPPORTUNITY: &str =
@@ -115,39 +115,41 @@ impl Suite {
         })
     }
 
-    /// 90% reads (the nested page or a random profile, half each), 10%
-    /// writes (an update of a random opportunity's score or a new
-    /// opportunity for a random profile, half each).
     fn read_write_mix(&self) -> Workload {
-        let page = nested_page(50);
-        let profiles = self.profile_ids.clone();
-        let opportunities = self.opportunity_ids.clone();
-        Arc::new(move |rng| {
-            let roll = rng.random_range(0..100);
-            let score = f64::from(rng.random_range(0..=1000)) / 1000.0;
-            match roll {
-                0..45 => page.clone(),
-                45..90 => {
-                    let id = &profiles[rng.random_range(0..profiles.len())];
-                    drive::graphql(PROFILE_BY_ID, json!({ "id": id }))
-                }
-                90..95 => {
-                    let id = &opportunities[rng.random_range(0..opportunities.len())];
-                    drive::graphql(
-                        UPDATE_OPPORTUNITY,
-                        json!({ "id": id, "input": { "overallScore": score } }),
-                    )
-                }
-                _ => {
-                    let id = &profiles[rng.random_range(0..profiles.len())];
-                    drive::graphql(
-                        CREATE_OPPORTUNITY,
-                        json!({ "input": { "profileId": id, "organizationName": "Load Test Foundation", "overallScore": score } }),
-                    )
-                }
-            }
-        })
+        read_write_mix(self.profile_ids.clone(), self.opportunity_ids.clone())
     }
+}
+
+/// 90% reads (the nested page or a random profile, half each), 10% writes
+/// (an update of a random opportunity's score or a new opportunity for a
+/// random profile, half each). Scenario 6, and the replicas' mix.
+pub fn read_write_mix(profiles: Arc<Vec<String>>, opportunities: Arc<Vec<String>>) -> Workload {
+    let page = nested_page(50);
+    Arc::new(move |rng| {
+        let roll = rng.random_range(0..100);
+        let score = f64::from(rng.random_range(0..=1000)) / 1000.0;
+        match roll {
+            0..45 => page.clone(),
+            45..90 => {
+                let id = &profiles[rng.random_range(0..profiles.len())];
+                drive::graphql(PROFILE_BY_ID, json!({ "id": id }))
+            }
+            90..95 => {
+                let id = &opportunities[rng.random_range(0..opportunities.len())];
+                drive::graphql(
+                    UPDATE_OPPORTUNITY,
+                    json!({ "id": id, "input": { "overallScore": score } }),
+                )
+            }
+            _ => {
+                let id = &profiles[rng.random_range(0..profiles.len())];
+                drive::graphql(
+                    CREATE_OPPORTUNITY,
+                    json!({ "input": { "profileId": id, "organizationName": "Load Test Foundation", "overallScore": score } }),
+                )
+            }
+        }
+    })
 }
 
 /// What a scenario measured over all rounds.

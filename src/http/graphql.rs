@@ -311,6 +311,10 @@ async fn run(
         .metrics()
         .operation_label(selected.as_ref().and_then(|(n, _)| n.as_deref()));
 
+    // Before any entry is read (the stored responses included), and before
+    // the generations a response is kept under are read: see every write
+    // acknowledged anywhere. Once per request (one Redis round trip).
+    state.cache().sync().await;
     // A repeated query: its stored body, unless a write came in since.
     let keep = match kind {
         Some(OperationType::Query) => state.cache().response_deps().map(|deps| {
@@ -323,7 +327,6 @@ async fn run(
         _ => None,
     };
     if let Some((key, _)) = &keep {
-        state.cache().sync().await;
         let started = Instant::now();
         if let Some(stored) = state.cache().response(key).await {
             state
@@ -354,7 +357,7 @@ async fn run(
         request.set_parsed_query(doc);
     }
     let started = Instant::now();
-    let response = state.execute(request, principal).await;
+    let response = state.execute_synced(request, principal).await;
     let elapsed = started.elapsed();
 
     let request_error = response.data == async_graphql::Value::Null

@@ -224,6 +224,59 @@ async fn a_write_through_one_replica_is_read_through_the_other() {
     setup.db.cleanup().await;
 }
 
+/// Calls of `command` so far on the Redis at `port` (`INFO commandstats`).
+async fn redis_calls(port: u16, command: &str) -> u64 {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_reads_the_epoch_once() {
+    let Some(setup) = two_replicas().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let b = setup.b.addr;
+    let id = data(
+        &client,
+        setup.a.addr,
+        CREATE,
+        json!({ "input": { "name": "Epoch Reads" } }),
+    )
+    .await["createProfile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = "query($id: ID!) { profile(id: $id) { name } }";
+    // Executed (a miss, then a resolver-cache hit under another text), then
+    // answered from the response tier: one epoch read (MGET) each.
+    let before = redis_calls(setup.redis_port, "mget").await;
+    for query in [one, &format!("{one} # again"), one] {
+        assert_eq!(
+            data(&client, b, query, json!({ "id": id })).await["profile"]["name"],
+            "Epoch Reads"
+        );
+    }
+    // The query above adds nothing: INFO is not MGET.
+    let reads = redis_calls(setup.redis_port, "mget").await - before;
+    assert_eq!(reads, 3, "epoch reads for 3 requests");
+    drop(setup.a);
+    drop(setup.b);
+    setup.db.cleanup().await;
+}
+
 /// Writes through A, reads through both, for `seconds`; returns (writes, reads, stale, 5xx).
 async fn load(
     setup: &Setup,
