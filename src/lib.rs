@@ -107,3 +107,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+/// mimalloc for Rust and, through `override`, for the bundled SQLite too:
+/// glibc's malloc (arena locks, `malloc_consolidate`) was the largest single
+/// cost of an uncached page, where every row's values are copied out of
+/// SQLite. Measured with `cargo bench --bench load`: see README "Performance".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -156,7 +156,7 @@ fn respond(headers: &HeaderMap, body: &impl Serialize) -> AppResult<Response> {
     Ok(caching::respond(
         headers,
         "application/json",
-        body,
+        body.into(),
         Cacheability::Read(REVALIDATE),
     ))
 }

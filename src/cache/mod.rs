@@ -820,7 +820,8 @@ impl Cache {
         &self,
         key: String,
         deps: Deps,
-        body: Arc<[u8]>,
+        body: bytes::Bytes,
+        etag: String,
         max_age: i32,
         public: bool,
         label: String,
@@ -828,6 +829,7 @@ impl Cache {
         if self.inner.generations.current(&deps) {
             let stored = responses::Stored {
                 body,
+                etag,
                 max_age,
                 public,
                 label,

@@ -12,11 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use moka::future::Cache as Moka;
 
 /// A response body and what its HTTP headers are made from.
 pub struct Stored {
-    pub body: Arc<[u8]>,
+    pub body: Bytes,
+    /// The body's ETag, computed once when it was stored.
+    pub etag: String,
     /// The response's cache hint: `max-age` and scope.
     pub max_age: i32,
     pub public: bool,

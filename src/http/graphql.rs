@@ -201,8 +201,8 @@ struct Outcome {
     /// Failed before execution (parse, validation, unknown operation):
     /// the response has no `data`.
     request_error: bool,
-    /// The body, when it came from the response cache.
-    cached: Option<Arc<[u8]>>,
+    /// The stored response, when it came from the response cache.
+    cached: Option<Arc<crate::cache::responses::Stored>>,
     /// Where to keep the body for the next identical query, and the
     /// generations it was made under.
     keep: Option<(String, crate::cache::Deps)>,
@@ -218,6 +218,10 @@ impl Outcome {
     }
 
     fn json(&self) -> Value {
+        if let Some(stored) = &self.cached {
+            // Only a batch takes this path: its items are merged as values.
+            return serde_json::from_slice(&stored.body).expect("stored bodies are JSON");
+        }
         let mut json = serde_json::to_value(&self.response).unwrap_or_else(|e| {
             let error = AppError::Internal(anyhow::Error::new(e).context("serialising a response"));
             serde_json::json!({ "errors": [error.graphql_json()] })
@@ -283,9 +287,9 @@ async fn run(
         .as_ref()
         .and_then(|e| e.get("persistedQuery"));
     let resolved = state.persisted_queries().resolve(params.query, persisted)?;
-    let variables = match params.variables {
-        None | Some(Value::Null) => Variables::default(),
-        Some(v @ Value::Object(_)) => Variables::from_json(v),
+    let variables_json = match params.variables {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v,
         Some(_) => {
             return Err(AppError::BadRequest(
                 "`variables` must be a JSON object".into(),
@@ -294,6 +298,47 @@ async fn run(
     };
     // An empty operation name means none (GraphQL over HTTP).
     let operation_name = params.operation_name.filter(|n| !n.is_empty());
+
+    // Before any entry is read (the stored responses included), and before
+    // the generations a response is kept under are read: see every write
+    // acknowledged anywhere. Once per request (one Redis round trip).
+    state.cache().sync().await;
+    // A repeated query: its stored body, unless a write came in since. Only
+    // successful queries are stored, so a hit needs no parsing (a fifth of
+    // a hit's time) to know it is a query that may be answered here.
+    let keep = state.cache().response_deps().map(|deps| {
+        (
+            response_key(&resolved.query, operation_name.as_deref(), &variables_json),
+            deps,
+        )
+    });
+    if let Some((key, _)) = &keep {
+        let started = Instant::now();
+        if let Some(stored) = state.cache().response(key).await {
+            // The text ran successfully before: an APQ registration holds.
+            if let Some(hash) = resolved.register {
+                state.persisted_queries().register(hash, &resolved.query);
+            }
+            state
+                .metrics()
+                .observe_operation(&stored.label, "query", started.elapsed(), &[]);
+            let mut response = async_graphql::Response::default();
+            response.cache_control = async_graphql::CacheControl {
+                public: stored.public,
+                max_age: stored.max_age,
+            };
+            return Ok(Outcome {
+                response,
+                kind: Some(OperationType::Query),
+                label: stored.label.clone(),
+                request_error: false,
+                cached: Some(stored),
+                keep: None,
+            });
+        }
+    }
+
+    let variables = Variables::from_json(variables_json);
     let doc = async_graphql::parser::parse_query(&resolved.query).ok();
     let selected = doc
         .as_ref()
@@ -311,42 +356,8 @@ async fn run(
         .metrics()
         .operation_label(selected.as_ref().and_then(|(n, _)| n.as_deref()));
 
-    // Before any entry is read (the stored responses included), and before
-    // the generations a response is kept under are read: see every write
-    // acknowledged anywhere. Once per request (one Redis round trip).
-    state.cache().sync().await;
-    // A repeated query: its stored body, unless a write came in since.
-    let keep = match kind {
-        Some(OperationType::Query) => state.cache().response_deps().map(|deps| {
-            let json = variables_json(&variables);
-            (
-                response_key(&resolved.query, operation_name.as_deref(), &json),
-                deps,
-            )
-        }),
-        _ => None,
-    };
-    if let Some((key, _)) = &keep {
-        let started = Instant::now();
-        if let Some(stored) = state.cache().response(key).await {
-            state
-                .metrics()
-                .observe_operation(&stored.label, "query", started.elapsed(), &[]);
-            let mut response = async_graphql::Response::default();
-            response.cache_control = async_graphql::CacheControl {
-                public: stored.public,
-                max_age: stored.max_age,
-            };
-            return Ok(Outcome {
-                response,
-                kind,
-                label: stored.label.clone(),
-                request_error: false,
-                cached: Some(stored.body.clone()),
-                keep: None,
-            });
-        }
-    }
+    // Only queries are kept for the next identical request.
+    let keep = keep.filter(|_| kind == Some(OperationType::Query));
 
     let mut request = async_graphql::Request::new(resolved.query.clone()).variables(variables);
     if let Some(name) = operation_name {
@@ -397,10 +408,6 @@ async fn run(
     })
 }
 
-fn variables_json(variables: &Variables) -> Value {
-    serde_json::to_value(variables).unwrap_or(Value::Null)
-}
-
 fn response_key(query: &str, operation_name: Option<&str>, variables: &Value) -> String {
     crate::cache::responses::key(query, operation_name, variables)
 }
@@ -442,18 +449,25 @@ async fn single(
             return error_response(e, Some(format));
         }
     };
-    let body = match &outcome.cached {
-        Some(body) => body.to_vec(),
-        None => serde_json::to_vec(&outcome.json()).expect("JSON values serialise"),
+    let cacheability = outcome.cacheability();
+    let (body, tag) = match &outcome.cached {
+        Some(stored) => (stored.body.clone(), Some(stored.etag.clone())),
+        None => {
+            let body =
+                Bytes::from(serde_json::to_vec(&outcome.json()).expect("JSON values serialise"));
+            let tag = matches!(cacheability, Cacheability::Read(_)).then(|| caching::etag(&body));
+            (body, tag)
+        }
     };
-    if let Some((key, deps)) = outcome.keep.clone() {
+    if let (Some((key, deps)), Some(tag)) = (outcome.keep.clone(), &tag) {
         let cc = outcome.response.cache_control;
         state
             .cache()
             .keep_response(
                 key,
                 deps,
-                body.as_slice().into(),
+                body.clone(),
+                tag.clone(),
                 cc.max_age,
                 cc.public,
                 outcome.label.clone(),
@@ -468,7 +482,7 @@ async fn single(
             .body(Body::from(body))
             .expect("valid response")
     } else {
-        caching::respond(headers, format.content_type(), body, outcome.cacheability())
+        caching::respond_tagged(headers, format.content_type(), body, cacheability, tag)
     };
     finish(&mut response, outcome.label);
     response
@@ -500,7 +514,7 @@ async fn batch(
         .map_or(Cacheability::NoStore, Cacheability::Read);
     let body = Value::Array(outcomes.iter().map(Outcome::json).collect());
     let body = serde_json::to_vec(&body).expect("JSON values serialise");
-    let mut response = caching::respond(headers, format.content_type(), body, cacheability);
+    let mut response = caching::respond(headers, format.content_type(), body.into(), cacheability);
     finish(&mut response, "batch".into());
     response
 }
