@@ -27,6 +27,8 @@ use super::negotiate::{self, ResponseFormat};
 use super::observe::OperationName;
 use super::playground;
 use crate::auth::{Principal, Role};
+use crate::cache::Freshness;
+use crate::cache::responses::Keep;
 use crate::error::{AppError, finish_error_headers};
 use crate::server::AppState;
 
@@ -203,9 +205,9 @@ struct Outcome {
     request_error: bool,
     /// The body, when it came from the response cache.
     cached: Option<Arc<[u8]>>,
-    /// Where to keep the body for the next identical query, and the
-    /// generations it was made under.
-    keep: Option<(String, crate::cache::Deps)>,
+    /// Where to keep the body for the next identical query, the
+    /// generations it was made under and until when.
+    keep: Option<Keep>,
 }
 
 impl Outcome {
@@ -357,7 +359,10 @@ async fn run(
         request.set_parsed_query(doc);
     }
     let started = Instant::now();
-    let response = state.execute_synced(request, principal).await;
+    // Notes the cached values the query uses: its response is kept no
+    // longer than the first of them may be served.
+    let used = keep.as_ref().map(|_| Freshness::new());
+    let response = Freshness::scope(used.clone(), state.execute_synced(request, principal)).await;
     let elapsed = started.elapsed();
 
     let request_error = response.data == async_graphql::Value::Null
@@ -386,7 +391,14 @@ async fn run(
         .metrics()
         .observe_operation(&label, kind_label, elapsed, &codes);
     // Responses with errors, or marked no-cache, are not kept.
-    let keep = keep.filter(|_| response.errors.is_empty() && response.cache_control.max_age >= 0);
+    let keep = keep
+        .zip(used)
+        .filter(|_| response.errors.is_empty() && response.cache_control.max_age >= 0)
+        .map(|((key, deps), used)| Keep {
+            key,
+            deps,
+            expires: state.cache().response_expiry(started, &used),
+        });
     Ok(Outcome {
         response,
         kind,
@@ -435,7 +447,7 @@ async fn single(
     params: Params,
     format: ResponseFormat,
 ) -> Response {
-    let outcome = match run(state, principal, &method, params).await {
+    let mut outcome = match run(state, principal, &method, params).await {
         Ok(outcome) => outcome,
         Err(e) => {
             state.metrics().observe_refused(e.code());
@@ -446,13 +458,12 @@ async fn single(
         Some(body) => body.to_vec(),
         None => serde_json::to_vec(&outcome.json()).expect("JSON values serialise"),
     };
-    if let Some((key, deps)) = outcome.keep.clone() {
+    if let Some(keep) = outcome.keep.take() {
         let cc = outcome.response.cache_control;
         state
             .cache()
             .keep_response(
-                key,
-                deps,
+                keep,
                 body.as_slice().into(),
                 cc.max_age,
                 cc.public,
