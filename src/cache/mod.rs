@@ -147,14 +147,85 @@ pub type Deps = Arc<[(u32, u64)]>;
 struct Entry {
     bytes: Arc<[u8]>,
     deps: Deps,
-    ttl: Duration,
+    /// When the value stops being served: its field's TTL after the
+    /// database read that produced it, in whichever tier it was copied to.
+    expires: Instant,
 }
 
 struct EntryExpiry;
 
 impl Expiry<String, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _key: &String, entry: &Entry, _now: Instant) -> Option<Duration> {
-        Some(entry.ttl)
+    fn expire_after_create(&self, _key: &String, entry: &Entry, now: Instant) -> Option<Duration> {
+        Some(entry.expires.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.expires.saturating_duration_since(now))
+    }
+}
+
+/// The earliest expiry among the cached values one request used, so that a
+/// response assembled from them is not kept longer than its oldest part
+/// (see `Freshness::scope`).
+pub struct Freshness {
+    /// Nanoseconds after `origin()`; `u64::MAX` while nothing was noted.
+    earliest: AtomicU64,
+}
+
+tokio::task_local! {
+    static FRESHNESS: Arc<Freshness>;
+}
+
+/// A fixed instant that expiries are counted from, as plain numbers.
+fn origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl Freshness {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            earliest: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// The tracker of the task running now, if it runs inside `scope`.
+    pub fn current() -> Option<Arc<Self>> {
+        FRESHNESS.try_with(Arc::clone).ok()
+    }
+
+    /// Runs `work` with every cached value it reads noted in `tracker`.
+    /// Task-local: a task spawned inside (a DataLoader's) must enter the
+    /// scope again with the tracker it captured.
+    pub async fn scope<F: Future>(tracker: Option<Arc<Self>>, work: F) -> F::Output {
+        match tracker {
+            Some(tracker) => FRESHNESS.scope(tracker, work).await,
+            None => work.await,
+        }
+    }
+
+    /// Records that the current request used a value that expires at `expires`.
+    fn note(expires: Instant) {
+        let _ = FRESHNESS.try_with(|tracker| {
+            let nanos = expires.saturating_duration_since(origin()).as_nanos();
+            tracker
+                .earliest
+                .fetch_min(nanos.min(u64::MAX as u128 - 1) as u64, Ordering::AcqRel);
+        });
+    }
+
+    /// The earliest expiry noted, if any.
+    pub fn earliest(&self) -> Option<Instant> {
+        match self.earliest.load(Ordering::Acquire) {
+            u64::MAX => None,
+            nanos => Some(origin() + Duration::from_nanos(nanos)),
+        }
     }
 }
 
@@ -320,15 +391,17 @@ struct Inner {
     disk: Option<Arc<disk::DiskTier>>,
     shared: Option<Arc<shared::SharedTier>>,
     responses: Moka<String, Arc<responses::Stored>>,
+    /// The longest a whole response may live: the shortest field TTL.
+    response_ttl: Duration,
     /// Disk writes still running in the background.
     pending_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a computed value was not stored; shared by every request that waited on it.
 enum NotStored {
-    /// A write bumped a generation while the value was loading: the value
-    /// and the generations it was read under.
-    Raced(Arc<[u8]>, Deps),
+    /// A write bumped a generation while the value was loading: the value,
+    /// the generations it was read under and when it would have expired.
+    Raced(Arc<[u8]>, Deps, Instant),
     Failed(AppError),
     Unencodable(AppError),
 }
@@ -373,7 +446,8 @@ impl Cache {
                 disk: None,
                 shared: None,
                 // An eighth of the budget: responses repeat, but so do their parts.
-                responses: responses::store(config.cache_max_bytes / 8, shortest_ttl(config)),
+                responses: responses::store(config.cache_max_bytes / 8),
+                response_ttl: shortest_ttl(config),
                 pending_writes: Default::default(),
             }),
         }
@@ -511,14 +585,19 @@ impl Cache {
     }
 
     /// Writes an entry to the persistent and shared tiers in the background.
+    /// The copies expire with the value: their time to live is what it has
+    /// left when each is written.
     fn persist(&self, key: &str, entry: &Entry) {
+        if entry.expires <= Instant::now() {
+            return;
+        }
         if let Some(shared) = self.inner.shared.clone() {
             let (key, entry) = (key.to_owned(), entry.clone());
             // Entries recorded before a reload are stale: not worth sending.
             if let Some(deps) = self.inner.generations.shared_deps(&entry.deps) {
                 tokio::spawn(async move {
                     let value = shared::encode_entry(&deps, &entry.bytes);
-                    shared.put(&key, value, entry.ttl).await;
+                    shared.put(&key, value, entry.expires).await;
                 });
             }
         }
@@ -527,7 +606,10 @@ impl Cache {
             let pending = self.inner.pending_writes.clone();
             pending.fetch_add(1, Ordering::AcqRel);
             tokio::task::spawn_blocking(move || {
-                disk.put(&key, &entry.bytes, &entry.deps, entry.ttl);
+                let ttl = entry.expires.saturating_duration_since(Instant::now());
+                if !ttl.is_zero() {
+                    disk.put(&key, &entry.bytes, &entry.deps, ttl);
+                }
                 pending.fetch_sub(1, Ordering::AcqRel);
             });
         }
@@ -546,24 +628,27 @@ impl Cache {
         let entry = Entry {
             bytes: stored.bytes,
             deps: stored.deps.into(),
-            ttl: stored.ttl_left,
+            expires: Instant::now() + stored.ttl_left.min(self.ttl_of_key(key)),
         };
         self.inner.store.insert(key.to_owned(), entry.clone()).await;
         Some(entry)
     }
 
-    /// An entry from Redis, promoted to memory.
+    /// An entry from Redis, promoted to memory for the time Redis had left
+    /// on it: a value copied between tiers lives no longer than in the first.
     async fn promote_from_shared(&self, key: &str) -> Option<Entry> {
         let shared = self.inner.shared.as_ref()?;
-        let data = shared.get(key).await?;
+        let (data, expires) = shared.get(key).await?;
         let Some((deps, bytes)) = shared::decode_entry(&data) else {
             tracing::warn!(key, "shared cache entry is malformed; ignored");
             return None;
         };
+        // Without an expiry (not written by this server), the field's TTL.
+        let longest = Instant::now() + self.ttl_of_key(key);
         let entry = Entry {
             bytes: bytes.into(),
             deps: self.inner.generations.local_deps(&deps),
-            ttl: self.ttl_of_key(key),
+            expires: expires.map_or(longest, |expires| expires.min(longest)),
         };
         self.inner.store.insert(key.to_owned(), entry.clone()).await;
         Some(entry)
@@ -652,6 +737,8 @@ impl Cache {
         let value = self.decode(key, &entry.bytes);
         if value.is_none() {
             self.forget(key).await;
+        } else {
+            Freshness::note(entry.expires);
         }
         value
     }
@@ -689,16 +776,18 @@ impl Cache {
             .inner
             .store
             .try_get_with(key.clone(), async {
+                // Counted from before the read: the value is no older than that.
+                let expires = Instant::now() + ttl;
                 let value = load().await.map_err(NotStored::Failed)?;
                 let bytes = self.encode(&value).map_err(NotStored::Unencodable)?;
                 if self.inner.generations.current(&deps) {
                     Ok(Entry {
                         bytes,
                         deps: deps.clone(),
-                        ttl,
+                        expires,
                     })
                 } else {
-                    Err(NotStored::Raced(bytes, deps.clone()))
+                    Err(NotStored::Raced(bytes, deps.clone(), expires))
                 }
             })
             .await;
@@ -709,10 +798,15 @@ impl Cache {
             Ok(entry) if entry.deps == deps => {
                 // moka stored it in memory; the disk copy follows.
                 self.persist(&key, &entry);
+                // Perhaps loaded for another request, before this one began.
+                Freshness::note(entry.expires);
                 Some(entry.bytes)
             }
             Err(shared) => match &*shared {
-                NotStored::Raced(bytes, theirs) if *theirs == deps => Some(bytes.clone()),
+                NotStored::Raced(bytes, theirs, expires) if *theirs == deps => {
+                    Freshness::note(*expires);
+                    Some(bytes.clone())
+                }
                 NotStored::Raced(..) => None,
                 NotStored::Failed(e) | NotStored::Unencodable(e) => return Err(e.shared()),
             },
@@ -774,15 +868,23 @@ impl Cache {
         if missing.is_empty() {
             return Ok(found);
         }
+        let expires = Instant::now() + self.ttl(field);
         let mut loaded = load(missing.clone()).await?;
-        let ttl = self.ttl(field);
         for (k, (key, deps)) in missing.iter().zip(pending) {
             let Some(value) = loaded.remove(k) else {
                 continue;
             };
             if self.inner.generations.current(&deps) {
                 let bytes = self.encode(&value)?;
-                self.store(key, Entry { bytes, deps, ttl }).await;
+                self.store(
+                    key,
+                    Entry {
+                        bytes,
+                        deps,
+                        expires,
+                    },
+                )
+                .await;
             }
             found.insert(k.clone(), value);
         }
@@ -815,18 +917,28 @@ impl Cache {
         Some(stored)
     }
 
-    /// Keeps a response made under `deps`, unless a write came in meanwhile.
+    /// When a response must stop being sent, for a request that began
+    /// executing at `started` and used the cached values noted in `used`:
+    /// the shortest TTL after `started` (for what it read from the
+    /// database), and no later than the first of those values expires.
+    pub fn response_expiry(&self, started: Instant, used: &Freshness) -> Instant {
+        let own = started + self.inner.response_ttl;
+        used.earliest().map_or(own, |earliest| earliest.min(own))
+    }
+
+    /// Keeps a response made under `keep.deps` until `keep.expires`, unless
+    /// a write came in meanwhile.
     pub async fn keep_response(
         &self,
-        key: String,
-        deps: Deps,
+        keep: responses::Keep,
         body: bytes::Bytes,
         etag: String,
         max_age: i32,
         public: bool,
         label: String,
     ) {
-        if self.inner.generations.current(&deps) {
+        let responses::Keep { key, deps, expires } = keep;
+        if self.inner.generations.current(&deps) && expires > Instant::now() {
             let stored = responses::Stored {
                 body,
                 etag,
@@ -834,6 +946,7 @@ impl Cache {
                 public,
                 label,
                 deps,
+                expires,
             };
             self.inner.responses.insert(key, Arc::new(stored)).await;
         }

@@ -8,11 +8,17 @@
 //! resolver cache underneath, with its fine-grained tags, still answers what
 //! the write did not touch. Bodies are kept as the JSON they are sent as:
 //! re-encoding them would cost what this tier exists to save.
+//!
+//! A body is kept until the first of its parts expires: the shortest TTL
+//! after the request began executing (what it read from the database), and
+//! the expiry of each cached value it used (`super::Freshness`), however
+//! long ago that one was read.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use moka::Expiry;
 use moka::future::Cache as Moka;
 
 /// A response body and what its HTTP headers are made from.
@@ -26,15 +32,48 @@ pub struct Stored {
     /// The metric label of its operation.
     pub label: String,
     pub(super) deps: super::Deps,
+    /// When it stops being sent.
+    pub(super) expires: Instant,
 }
 
-pub(super) fn store(max_bytes: u64, ttl: Duration) -> Moka<String, Arc<Stored>> {
+/// Where to keep a response, the generations it was made under, and when
+/// it must stop being sent (`Cache::response_expiry`).
+pub struct Keep {
+    pub key: String,
+    pub deps: super::Deps,
+    pub expires: Instant,
+}
+
+struct StoredExpiry;
+
+impl Expiry<String, Arc<Stored>> for StoredExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        stored: &Arc<Stored>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(stored.expires.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        stored: &Arc<Stored>,
+        now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(stored.expires.saturating_duration_since(now))
+    }
+}
+
+pub(super) fn store(max_bytes: u64) -> Moka<String, Arc<Stored>> {
     Moka::builder()
         .max_capacity(max_bytes)
         .weigher(|key: &String, value: &Arc<Stored>| {
             (value.body.len() + key.len() + 64).min(u32::MAX as usize) as u32
         })
-        .time_to_live(ttl)
+        .expire_after(StoredExpiry)
         .build()
 }
 

@@ -18,7 +18,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -316,16 +316,30 @@ impl SharedTier {
             .compare_exchange(epoch - 1, epoch, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+    /// A stored value and when Redis expires it (`None` for a value without
+    /// an expiry, which this server never writes). One round trip: `GET` and
+    /// `PTTL` in one `MULTI`, so the time left is that of the value read. It
+    /// is counted from before the request: never later than Redis's expiry.
+    pub async fn get(&self, key: &str) -> Option<(Vec<u8>, Option<Instant>)> {
         if !self.healthy() {
             return None;
         }
         let mut conn = self.conn.clone();
-        match conn
-            .get::<_, Option<Vec<u8>>>(format!("{VALUE_PREFIX}{key}"))
-            .await
-        {
-            Ok(value) => value,
+        let key = format!("{VALUE_PREFIX}{key}");
+        let sent = Instant::now();
+        let read: redis::RedisResult<(Option<Vec<u8>>, i64)> = redis::pipe()
+            .atomic()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut conn)
+            .await;
+        match read {
+            // -1: no expiry; -2: no key; 0: expiring now.
+            Ok((Some(value), -1)) => Some((value, None)),
+            Ok((Some(value), millis)) if millis > 0 => {
+                Some((value, Some(sent + Duration::from_millis(millis as u64))))
+            }
+            Ok(_) => None,
             Err(e) => {
                 self.mark_down(&e);
                 None
@@ -333,12 +347,15 @@ impl SharedTier {
         }
     }
 
-    pub async fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) {
-        if !self.healthy() {
+    /// Stores a value until `expires` (whole milliseconds, rounded down).
+    pub async fn put(&self, key: &str, value: Vec<u8>, expires: Instant) {
+        let millis = expires
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        if !self.healthy() || millis == 0 {
             return;
         }
         let mut conn = self.conn.clone();
-        let millis = ttl.as_millis().max(1) as u64;
         let set: redis::RedisResult<()> = redis::cmd("SET")
             .arg(format!("{VALUE_PREFIX}{key}"))
             .arg(value)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{opportunity, profile};
 
-use crate::cache::{Cache, Tag};
+use crate::cache::{Cache, Freshness, Tag};
 use crate::db::Db;
 use crate::error::AppError;
 use crate::store::opportunities::{self, OpportunityFilter, OpportunityOrderField};
@@ -24,6 +24,9 @@ pub type LoadError = Arc<AppError>;
 pub struct ProfileLoader {
     db: Db,
     cache: Cache,
+    /// The request's record of the cached values it used: loads run in
+    /// their own task, outside the request's.
+    used: Option<Arc<Freshness>>,
 }
 
 impl Loader<String> for ProfileLoader {
@@ -31,8 +34,9 @@ impl Loader<String> for ProfileLoader {
     type Error = LoadError;
 
     async fn load(&self, ids: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
-        self.cache
-            .get_or_load_many(
+        Freshness::scope(
+            self.used.clone(),
+            self.cache.get_or_load_many(
                 "profile",
                 ids,
                 |id| (id.clone(), vec![Tag::Profile(id)]),
@@ -40,9 +44,10 @@ impl Loader<String> for ProfileLoader {
                     let rows = profiles::by_ids(&self.db.read, &missing).await?;
                     Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
                 },
-            )
-            .await
-            .map_err(Arc::new)
+            ),
+        )
+        .await
+        .map_err(Arc::new)
     }
 }
 
@@ -58,6 +63,9 @@ pub struct CountKey {
 pub struct CountLoader {
     db: Db,
     cache: Cache,
+    /// The request's record of the cached values it used: loads run in
+    /// their own task, outside the request's.
+    used: Option<Arc<Freshness>>,
 }
 
 impl Loader<CountKey> for CountLoader {
@@ -65,8 +73,9 @@ impl Loader<CountKey> for CountLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[CountKey]) -> Result<HashMap<CountKey, u64>, Self::Error> {
-        self.cache
-            .get_or_load_many(
+        Freshness::scope(
+            self.used.clone(),
+            self.cache.get_or_load_many(
                 "Profile.opportunitiesCount",
                 keys,
                 |k| {
@@ -94,9 +103,10 @@ impl Loader<CountKey> for CountLoader {
                     }
                     Ok(out)
                 },
-            )
-            .await
-            .map_err(Arc::new)
+            ),
+        )
+        .await
+        .map_err(Arc::new)
     }
 }
 
@@ -134,6 +144,9 @@ pub type NestedPage = Arc<Fetched<opportunity::Model>>;
 pub struct PageLoader {
     db: Db,
     cache: Cache,
+    /// The request's record of the cached values it used: loads run in
+    /// their own task, outside the request's.
+    used: Option<Arc<Freshness>>,
 }
 
 impl Loader<PageKey> for PageLoader {
@@ -141,9 +154,9 @@ impl Loader<PageKey> for PageLoader {
     type Error = LoadError;
 
     async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, NestedPage>, Self::Error> {
-        let pages: HashMap<PageKey, Fetched<opportunity::Model>> = self
-            .cache
-            .get_or_load_many(
+        let pages: HashMap<PageKey, Fetched<opportunity::Model>> = Freshness::scope(
+            self.used.clone(),
+            self.cache.get_or_load_many(
                 "Profile.opportunities",
                 keys,
                 |k| {
@@ -177,9 +190,10 @@ impl Loader<PageKey> for PageLoader {
                     }
                     Ok(out)
                 },
-            )
-            .await
-            .map_err(Arc::new)?;
+            ),
+        )
+        .await
+        .map_err(Arc::new)?;
         Ok(pages
             .into_iter()
             .map(|(k, page)| (k, Arc::new(page)))
@@ -218,11 +232,13 @@ pub struct Loaders {
 
 impl Loaders {
     pub fn new(db: &Db, cache: &Cache, batching: bool) -> Self {
+        let used = Freshness::current();
         Self {
             profiles: DataLoader::with_cache(
                 ProfileLoader {
                     db: db.clone(),
                     cache: cache.clone(),
+                    used: used.clone(),
                 },
                 tokio::spawn,
                 HashMapCache::default(),
@@ -231,6 +247,7 @@ impl Loaders {
                 CountLoader {
                     db: db.clone(),
                     cache: cache.clone(),
+                    used: used.clone(),
                 },
                 tokio::spawn,
                 HashMapCache::default(),
@@ -239,6 +256,7 @@ impl Loaders {
                 PageLoader {
                     db: db.clone(),
                     cache: cache.clone(),
+                    used: used.clone(),
                 },
                 tokio::spawn,
                 HashMapCache::default(),

@@ -27,6 +27,8 @@ use super::negotiate::{self, ResponseFormat};
 use super::observe::OperationName;
 use super::playground;
 use crate::auth::{Principal, Role};
+use crate::cache::Freshness;
+use crate::cache::responses::Keep;
 use crate::error::{AppError, finish_error_headers};
 use crate::server::AppState;
 
@@ -203,9 +205,9 @@ struct Outcome {
     request_error: bool,
     /// The stored response, when it came from the response cache.
     cached: Option<Arc<crate::cache::responses::Stored>>,
-    /// Where to keep the body for the next identical query, and the
-    /// generations it was made under.
-    keep: Option<(String, crate::cache::Deps)>,
+    /// Where to keep the body for the next identical query, the
+    /// generations it was made under and until when.
+    keep: Option<Keep>,
 }
 
 impl Outcome {
@@ -368,7 +370,10 @@ async fn run(
         request.set_parsed_query(doc);
     }
     let started = Instant::now();
-    let response = state.execute_synced(request, principal).await;
+    // Notes the cached values the query uses: its response is kept no
+    // longer than the first of them may be served.
+    let used = keep.as_ref().map(|_| Freshness::new());
+    let response = Freshness::scope(used.clone(), state.execute_synced(request, principal)).await;
     let elapsed = started.elapsed();
 
     let request_error = response.data == async_graphql::Value::Null
@@ -397,7 +402,14 @@ async fn run(
         .metrics()
         .observe_operation(&label, kind_label, elapsed, &codes);
     // Responses with errors, or marked no-cache, are not kept.
-    let keep = keep.filter(|_| response.errors.is_empty() && response.cache_control.max_age >= 0);
+    let keep = keep
+        .zip(used)
+        .filter(|_| response.errors.is_empty() && response.cache_control.max_age >= 0)
+        .map(|((key, deps), used)| Keep {
+            key,
+            deps,
+            expires: state.cache().response_expiry(started, &used),
+        });
     Ok(Outcome {
         response,
         kind,
@@ -442,7 +454,7 @@ async fn single(
     params: Params,
     format: ResponseFormat,
 ) -> Response {
-    let outcome = match run(state, principal, &method, params).await {
+    let mut outcome = match run(state, principal, &method, params).await {
         Ok(outcome) => outcome,
         Err(e) => {
             state.metrics().observe_refused(e.code());
@@ -459,13 +471,12 @@ async fn single(
             (body, tag)
         }
     };
-    if let (Some((key, deps)), Some(tag)) = (outcome.keep.clone(), &tag) {
+    if let (Some(keep), Some(tag)) = (outcome.keep.take(), &tag) {
         let cc = outcome.response.cache_control;
         state
             .cache()
             .keep_response(
-                key,
-                deps,
+                keep,
                 body.clone(),
                 tag.clone(),
                 cc.max_age,

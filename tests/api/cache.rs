@@ -242,6 +242,113 @@ async fn entries_expire_after_their_ttl() {
     app.finish().await;
 }
 
+/// A whole response is not kept past the TTL of the oldest cached value it
+/// was made of: the TTL counts from the database read, not from the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_lives_no_longer_than_the_values_it_was_made_of() {
+    let ttl = Duration::from_secs(2);
+    let cache = CacheConfig {
+        cache_ttl_secs: ttl.as_secs(),
+        ..cache_on()
+    };
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
+        .await
+        .unwrap();
+    let id = create_profile(&app, json!({ "name": "Read Once" })).await;
+    let one = "query($id: ID!) { profile(id: $id) { name } }";
+    let name = |body: Value| body["profile"]["name"].as_str().unwrap().to_owned();
+    // Read from the database no later than `read`.
+    assert_eq!(name(app.data(one, json!({ "id": id })).await), "Read Once");
+    let read = Instant::now();
+    // Changed behind the server's back: only the TTL can end the old value.
+    use sea_orm::ConnectionTrait;
+    app.db
+        .write
+        .execute_unprepared(&format!(
+            "UPDATE profiles SET name = 'Read Again' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    // Another text, the same resolver entry: a response made of a value
+    // read ~0.8 s ago, and kept.
+    let other = format!("{one} # another text");
+    tokio::time::sleep_until((read + Duration::from_millis(800)).into()).await;
+    assert_eq!(
+        name(app.data(&other, json!({ "id": id })).await),
+        "Read Once",
+        "the cached value (the test needs it to be read within the TTL)"
+    );
+    // Past the TTL of that value: neither it nor the response made of it.
+    tokio::time::sleep_until((read + ttl + Duration::from_millis(300)).into()).await;
+    assert_eq!(
+        name(app.data(&other, json!({ "id": id })).await),
+        "Read Again",
+        "served more than the TTL after it was read from the database"
+    );
+    app.finish().await;
+}
+
+/// The same through a DataLoader, whose loads run in a task of their own:
+/// a response made of a fresh opportunity and an older cached profile (its
+/// parent, batched) lives no longer than that profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_lives_no_longer_than_the_values_its_loaders_used() {
+    let ttl = Duration::from_secs(2);
+    let cache = CacheConfig {
+        cache_ttl_secs: ttl.as_secs(),
+        ..cache_on()
+    };
+    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
+        .await
+        .unwrap();
+    let profile = create_profile(&app, json!({ "name": "Read Once" })).await;
+    let opportunity = create_opportunity(
+        &app,
+        json!({ "profileId": profile, "organizationName": "Mott" }),
+    )
+    .await;
+    let q = "query($id: ID!) { opportunity(id: $id) { organizationName profile { name } } }";
+    let vars = json!({ "id": opportunity });
+    let name = |body: Value| {
+        body["opportunity"]["profile"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(name(app.data(q, vars.clone()).await), "Read Once");
+    let read = Instant::now();
+    use sea_orm::ConnectionTrait;
+    app.db
+        .write
+        .execute_unprepared(&format!(
+            "UPDATE profiles SET name = 'Read Again' WHERE id = '{profile}'"
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep_until((read + Duration::from_millis(800)).into()).await;
+    // A write to the opportunity only: it is read again, its profile is not.
+    app.data(
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { organizationName: \"Kresge\" }) { id } }",
+        vars.clone(),
+    )
+    .await;
+    let other = format!("{q} # another text");
+    let body = app.data(&other, vars.clone()).await;
+    assert_eq!(body["opportunity"]["organizationName"], "Kresge");
+    assert_eq!(
+        name(body),
+        "Read Once",
+        "the cached profile (the test needs it to be read within the TTL)"
+    );
+    tokio::time::sleep_until((read + ttl + Duration::from_millis(300)).into()).await;
+    assert_eq!(
+        name(app.data(&other, vars).await),
+        "Read Again",
+        "served more than the TTL after it was read from the database"
+    );
+    app.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_ttl_overrides_the_default() {
     let cache = CacheConfig {

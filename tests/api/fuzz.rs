@@ -414,11 +414,17 @@ proptest! {
             for (file, at, byte, how) in damage {
                 let path = &files[file.index(files.len())];
                 let mut data = std::fs::read(path).unwrap();
-                let i = at.index(data.len());
-                match how {
-                    0 => data[i] ^= byte.max(1),
-                    1 => data.truncate(i),
-                    _ => data.insert(i, byte),
+                if data.is_empty() {
+                    // Truncated to nothing by an earlier damage to this file
+                    // (`Index` panics on an empty collection): it can only grow.
+                    data.push(byte);
+                } else {
+                    let i = at.index(data.len());
+                    match how {
+                        0 => data[i] ^= byte.max(1),
+                        1 => data.truncate(i),
+                        _ => data.insert(i, byte),
+                    }
                 }
                 std::fs::write(path, data).unwrap();
             }

@@ -72,6 +72,11 @@ struct Replica {
 }
 
 fn start_replica(database_url: &str, redis_url: &str) -> Replica {
+    start_replica_with(database_url, redis_url, &[])
+}
+
+/// A replica with more environment variables (settings).
+fn start_replica_with(database_url: &str, redis_url: &str, env: &[(&str, &str)]) -> Replica {
     let mut child = Command::new(env!("CARGO_BIN_EXE_catalynx"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("DATABASE_URL", database_url)
@@ -79,6 +84,7 @@ fn start_replica(database_url: &str, redis_url: &str) -> Replica {
         .env("CATALYNX_API_KEYS", format!("admin={ADMIN_KEY}"))
         .env("CATALYNX_CACHE", "true")
         .env("CATALYNX_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -222,6 +228,78 @@ async fn a_write_through_one_replica_is_read_through_the_other() {
     drop(setup.a);
     drop(setup.b);
     setup.db.cleanup().await;
+}
+
+/// An entry copied from Redis into a replica's memory keeps the time Redis
+/// had left on it: no replica serves a value more than the TTL after it was
+/// read from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_copied_between_replicas_keeps_its_expiry() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let redis_port = free_port();
+    let Some(redis) = start_redis(redis_port) else {
+        return;
+    };
+    let conn = db.connect().await;
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let ttl = Duration::from_secs(2);
+    let settings = [("CATALYNX_CACHE_TTL_SECS", "2")];
+    let a = start_replica_with(&db.url, &redis_url, &settings);
+    let b = start_replica_with(&db.url, &redis_url, &settings);
+    let client = reqwest::Client::new();
+    let id = data(
+        &client,
+        a.addr,
+        CREATE,
+        json!({ "input": { "name": "Read Once" } }),
+    )
+    .await["createProfile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = "query($id: ID!) { profile(id: $id) { name } }";
+    let name = |body: Value| body["profile"]["name"].as_str().unwrap().to_owned();
+    // Read from the database by A, no later than `read`, and put in Redis.
+    assert_eq!(
+        name(data(&client, a.addr, one, json!({ "id": id })).await),
+        "Read Once"
+    );
+    let read = Instant::now();
+    // Changed behind the replicas' backs: only the TTL can end the old value.
+    use sea_orm::ConnectionTrait;
+    conn.write
+        .execute_unprepared(&format!(
+            "UPDATE profiles SET name = 'Read Again' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+    // B takes the entry from Redis (the database has the new name by now).
+    tokio::time::sleep_until((read + Duration::from_millis(800)).into()).await;
+    assert_eq!(
+        name(data(&client, b.addr, one, json!({ "id": id })).await),
+        "Read Once",
+        "B copies A's entry from Redis (the test needs it within the TTL)"
+    );
+    // Past the TTL of the first read: B has it no more. Another text, so
+    // that the answer cannot be B's stored response.
+    tokio::time::sleep_until((read + ttl + Duration::from_millis(300)).into()).await;
+    assert_eq!(
+        name(
+            data(
+                &client,
+                b.addr,
+                &format!("{one} # again"),
+                json!({ "id": id })
+            )
+            .await
+        ),
+        "Read Again",
+        "B served a value more than the TTL after it was read from the database"
+    );
+    drop((a, b, redis));
+    db.cleanup().await;
 }
 
 /// Calls of `command` so far on the Redis at `port` (`INFO commandstats`).
