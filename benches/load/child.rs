@@ -22,11 +22,13 @@ pub struct ChildServer {
 
 impl ChildServer {
     /// Starts `catalynx serve` on a free port over the SQLite file at `db`.
-    pub fn start(db: &Path, cache: bool) -> anyhow::Result<Self> {
-        Self::spawn(
-            &super::data::sqlite_url(db),
-            &[("CATALYNX_CACHE", cache.to_string())],
-        )
+    /// `admin_key`, if given, as its one API key (for cacheStats).
+    pub fn start(db: &Path, cache: bool, admin_key: Option<&str>) -> anyhow::Result<Self> {
+        let mut env = vec![("CATALYNX_CACHE", cache.to_string())];
+        if let Some(key) = admin_key {
+            env.push(("CATALYNX_API_KEYS", format!("admin={key}")));
+        }
+        Self::spawn(&super::data::sqlite_url(db), &env)
     }
 
     /// Starts a replica: `catalynx serve` on a free port with the cache on,

@@ -117,7 +117,7 @@ pub fn database_sizes(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let children = files
         .iter()
-        .map(|(path, _)| ChildServer::start(path, false))
+        .map(|(path, _)| ChildServer::start(path, false, None))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let targets: Vec<Target> = children.iter().map(|c| Target::new(c.addr, 1)).collect();
     let page = drive::fixed(nested_page(50));
@@ -218,7 +218,8 @@ fn memory_workload(
             drive::graphql(PROFILE_WITH_OPPORTUNITIES, json!({ "id": id }))
         }
     });
-    let child = ChildServer::start(path, true)?;
+    let admin_key = format!("bench-{:016x}", rand::random::<u64>());
+    let child = ChildServer::start(path, true, Some(&admin_key))?;
     let target = Target::new(child.addr, connections);
     eprintln!(
         "memory workload: {} for {:?}",
@@ -231,7 +232,9 @@ fn memory_workload(
         timing.duration * timing.rounds as u32,
         1,
     ));
-    let (_, body) = client_rt.block_on(target.send(&drive::graphql(CACHE_STATS, json!({}))))?;
+    // cacheStats is for admins.
+    let admin = Target::spread(&[child.addr], 1, Some(&admin_key));
+    let (_, body) = client_rt.block_on(admin.send(&drive::graphql(CACHE_STATS, json!({}))))?;
     let stats: serde_json::Value = serde_json::from_slice(&body)?;
     let stats = &stats["data"]["cacheStats"];
     Ok(Memory {

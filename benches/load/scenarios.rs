@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use catalynx::config::{ApiConfig, CacheConfig, DbConfig, ServeConfig};
+use catalynx::auth::ApiKeys;
+use catalynx::config::{ApiConfig, CacheConfig, DbConfig, SecurityConfig, ServeConfig};
 use catalynx::db::Db;
 use catalynx::server::RunningServer;
 use rand::Rng;
@@ -28,6 +29,9 @@ pub fn nested_page(n: u32) -> Request {
     drive::graphql(NESTED_PAGE, json!({ "n": n }))
 }
 
+/// The key the read/write mix writes with; the benchmark's own servers only.
+const EDITOR_KEY: &str = "bench-editor-key";
+
 /// One in-process server and the clients that load it.
 pub struct Server {
     pub running: RunningServer,
@@ -35,13 +39,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// `writer`: the server takes writes, from clients sending the editor key.
     fn start(
         rt: &Runtime,
         db: Db,
         cache: bool,
         loaders: bool,
         connections: usize,
+        writer: bool,
     ) -> anyhow::Result<Self> {
+        let keys = ApiKeys::parse(&format!("editor={EDITOR_KEY}")).map_err(anyhow::Error::msg)?;
         let config = ServeConfig {
             listen: "127.0.0.1:0".parse()?,
             api: ApiConfig {
@@ -53,10 +60,14 @@ impl Server {
                 cache_enabled: cache,
                 ..CacheConfig::default()
             },
+            security: SecurityConfig {
+                api_keys: writer.then_some(keys),
+                ..SecurityConfig::default()
+            },
             ..ServeConfig::default()
         };
         let running = rt.block_on(RunningServer::start(db, &config))?;
-        let target = Target::new(running.addr, connections);
+        let target = Target::spread(&[running.addr], connections, writer.then_some(EDITOR_KEY));
         Ok(Self { running, target })
     }
 
@@ -91,10 +102,10 @@ impl Suite {
         let (profile_ids, opportunity_ids) = rt.block_on(crate::data::ids(&db, 20_000))?;
         Ok(Self {
             backend,
-            uncached: Server::start(rt, db, false, true, connections)?,
-            cached: Server::start(rt, connect(url)?, true, true, connections)?,
-            no_loaders: Server::start(rt, connect(url)?, false, false, connections)?,
-            mix: Server::start(rt, connect(mix_url)?, true, true, connections)?,
+            uncached: Server::start(rt, db, false, true, connections, false)?,
+            cached: Server::start(rt, connect(url)?, true, true, connections, false)?,
+            no_loaders: Server::start(rt, connect(url)?, false, false, connections, false)?,
+            mix: Server::start(rt, connect(mix_url)?, true, true, connections, true)?,
             profile_ids: Arc::new(profile_ids),
             opportunity_ids: Arc::new(opportunity_ids),
         })

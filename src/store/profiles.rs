@@ -6,8 +6,8 @@ use async_graphql::Enum;
 use entity::profile;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
+    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, Statement,
 };
 use serde::Serialize;
 
@@ -207,6 +207,23 @@ pub async fn page(
 
 /// Profiles matching `filter`.
 pub async fn count(conn: &impl ConnectionTrait, filter: &ProfileFilter) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    if backend == DatabaseBackend::Sqlite && *filter == ProfileFilter::default() {
+        // The default list, every profile but the archived, counted as all
+        // minus the archived: SQLite counts a whole table from its B-tree
+        // alone and the archived through the status index, while
+        // `status <> 'archived'` visits every index entry (1M profiles:
+        // 3.5 ms against 45 ms, which made a page's cost grow with the table).
+        let sql = format!(
+            r#"SELECT (SELECT COUNT(*) FROM "profiles") - (SELECT COUNT(*) FROM "profiles" WHERE "status" = '{}') AS "n""#,
+            ProfileStatus::Archived.as_str()
+        );
+        let row = conn
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("a count".into()))?;
+        return Ok(row.try_get::<i64>("", "n")? as u64);
+    }
     profile::Entity::find()
         .filter(filter.condition())
         .count(conn)
