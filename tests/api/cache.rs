@@ -242,33 +242,43 @@ async fn entries_expire_after_their_ttl() {
     app.finish().await;
 }
 
+/// A SQLite server with the cache on and `ttl` for every field.
+async fn spawn_with_ttl(ttl: Duration) -> TestApp {
+    let cache = CacheConfig {
+        cache_ttl_secs: ttl.as_secs(),
+        ..cache_on()
+    };
+    spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
+        .await
+        .unwrap()
+}
+
+/// Renames a profile in SQL, unseen by the server: only the TTL can end
+/// what it has cached.
+async fn rename_behind_the_servers_back(app: &TestApp, id: &str, name: &str) {
+    use sea_orm::ConnectionTrait;
+    app.db
+        .write
+        .execute_unprepared(&format!(
+            "UPDATE profiles SET name = '{name}' WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap();
+}
+
 /// A whole response is not kept past the TTL of the oldest cached value it
 /// was made of: the TTL counts from the database read, not from the response.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_lives_no_longer_than_the_values_it_was_made_of() {
     let ttl = Duration::from_secs(2);
-    let cache = CacheConfig {
-        cache_ttl_secs: ttl.as_secs(),
-        ..cache_on()
-    };
-    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
-        .await
-        .unwrap();
+    let app = spawn_with_ttl(ttl).await;
     let id = create_profile(&app, json!({ "name": "Read Once" })).await;
     let one = "query($id: ID!) { profile(id: $id) { name } }";
     let name = |body: Value| body["profile"]["name"].as_str().unwrap().to_owned();
     // Read from the database no later than `read`.
     assert_eq!(name(app.data(one, json!({ "id": id })).await), "Read Once");
     let read = Instant::now();
-    // Changed behind the server's back: only the TTL can end the old value.
-    use sea_orm::ConnectionTrait;
-    app.db
-        .write
-        .execute_unprepared(&format!(
-            "UPDATE profiles SET name = 'Read Again' WHERE id = '{id}'"
-        ))
-        .await
-        .unwrap();
+    rename_behind_the_servers_back(&app, &id, "Read Again").await;
     // Another text, the same resolver entry: a response made of a value
     // read ~0.8 s ago, and kept.
     let other = format!("{one} # another text");
@@ -294,13 +304,7 @@ async fn a_response_lives_no_longer_than_the_values_it_was_made_of() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_lives_no_longer_than_the_values_its_loaders_used() {
     let ttl = Duration::from_secs(2);
-    let cache = CacheConfig {
-        cache_ttl_secs: ttl.as_secs(),
-        ..cache_on()
-    };
-    let app = spawn_with(Backend::Sqlite, ApiConfig::default(), cache)
-        .await
-        .unwrap();
+    let app = spawn_with_ttl(ttl).await;
     let profile = create_profile(&app, json!({ "name": "Read Once" })).await;
     let opportunity = create_opportunity(
         &app,
@@ -317,14 +321,7 @@ async fn a_response_lives_no_longer_than_the_values_its_loaders_used() {
     };
     assert_eq!(name(app.data(q, vars.clone()).await), "Read Once");
     let read = Instant::now();
-    use sea_orm::ConnectionTrait;
-    app.db
-        .write
-        .execute_unprepared(&format!(
-            "UPDATE profiles SET name = 'Read Again' WHERE id = '{profile}'"
-        ))
-        .await
-        .unwrap();
+    rename_behind_the_servers_back(&app, &profile, "Read Again").await;
     tokio::time::sleep_until((read + Duration::from_millis(800)).into()).await;
     // A write to the opportunity only: it is read again, its profile is not.
     app.data(
