@@ -105,6 +105,21 @@ fn nested(open: &str, inner: &str, close: &str, depth: usize) -> String {
     format!("{}{inner}{}", open.repeat(depth), close.repeat(depth))
 }
 
+/// `root` spreading `F0`, where each fragment `Fi` on `on` spreads `F(i+1)`
+/// `spreads` times and `F(levels)` selects `leaf`: `spreads^levels` fields
+/// once expanded, in a short document.
+fn fan_out(root: &str, on: &str, leaf: &str, levels: usize, spreads: usize) -> String {
+    let mut doc = format!("{root} fragment F{levels} on {on} {{ {leaf} }}");
+    for i in 0..levels {
+        let spread = format!("...F{}", i + 1);
+        doc.push_str(&format!(
+            " fragment F{i} on {on} {{ {} }}",
+            vec![spread.as_str(); spreads].join(" ")
+        ));
+    }
+    doc
+}
+
 fn cursor(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
@@ -173,27 +188,9 @@ fn cases(profile: &str) -> Vec<Case> {
         // Fragment cycles are caught while the document is read, as too deep.
         Case::query("fragment cycle", "query { ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }").expect(400, "GRAPHQL_PARSE_FAILED"),
         Case::query("self-referencing fragment", "query { profiles { nodes { ...P } } } fragment P on Profile { name ...P }").expect(400, "GRAPHQL_PARSE_FAILED"),
-        Case::query("fragment fan-out (billion laughs)", {
-            let mut doc = String::from("query { profiles { nodes { ...F0 } } } fragment F30 on Profile { name }");
-            for i in 0..30 {
-                doc.push_str(&format!(" fragment F{i} on Profile {{ ...F{n} ...F{n} }}", n = i + 1));
-            }
-            doc
-        }).expect(400, "GRAPHQL_VALIDATION_FAILED"),
-        Case::query("fragment fan-out just under the field limit", {
-            let mut doc = String::from("query { opportunity(id: \"x\") { ...F0 } } fragment F4 on Opportunity { id }");
-            for i in 0..4 {
-                doc.push_str(&format!(" fragment F{i} on Opportunity {{ {} }}", many(&format!("...F{}", i + 1), 14)));
-            }
-            doc
-        }).expect(200, ""),
-        Case::query("fragment fan-out, 10^8 fields in 8 levels", {
-            let mut doc = String::from("query { profiles { nodes { ...F0 } } } fragment F8 on Profile { name }");
-            for i in 0..8 {
-                doc.push_str(&format!(" fragment F{i} on Profile {{ {} }}", many(&format!("...F{}", i + 1), 10)));
-            }
-            doc
-        }).expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        Case::query("fragment fan-out (billion laughs)", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 30, 2)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        Case::query("fragment fan-out just under the field limit", fan_out("query { opportunity(id: \"x\") { ...F0 } }", "Opportunity", "id", 4, 14)).expect(200, ""),
+        Case::query("fragment fan-out, 10^8 fields in 8 levels", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 8, 10)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("directive flood", format!("{{ profiles {{ totalCount {} }} }}", many("@skip(if: false)", 5_000))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("directive flood over many fields", format!("{{ profiles {{ nodes {{ {} }} }} }}", many("name @include(if: true)", 20_000))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("unknown directive", "{ profiles @launch { totalCount } }").expect(400, "GRAPHQL_VALIDATION_FAILED"),

@@ -209,15 +209,12 @@ async fn soak() {
 
     // The profiles the load works on, with their opportunity counts now.
     let client = reqwest::Client::new();
-    let body: Value = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": "{ profiles(first: 200, filter: { includeArchived: true }) { nodes { id opportunitiesCount } } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = query(
+        &client,
+        &base,
+        "{ profiles(first: 200, filter: { includeArchived: true }) { nodes { id opportunitiesCount } } }",
+    )
+    .await;
     let nodes = body["data"]["profiles"]["nodes"].as_array().unwrap();
     let profiles = Arc::new(Profiles {
         ids: nodes
@@ -230,20 +227,10 @@ async fn soak() {
             .map(|n| n["opportunitiesCount"].as_u64().unwrap() as usize)
             .collect(),
     });
-    let before: i64 = {
-        let body: Value = client
-            .post(format!("{base}/graphql"))
-            .json(&json!({ "query": "{ opportunities { totalCount } }" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["data"]["opportunities"]["totalCount"]
-            .as_i64()
-            .unwrap()
-    };
+    let before = query(&client, &base, "{ opportunities { totalCount } }").await["data"]
+        ["opportunities"]["totalCount"]
+        .as_i64()
+        .unwrap();
 
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
@@ -350,4 +337,17 @@ async fn soak() {
         rss_end as f64 <= rss_warm as f64 * 1.2,
         "RSS grew from {rss_warm} KiB to {rss_end} KiB"
     );
+}
+
+/// The answer to an unauthenticated read, for the test's own bookkeeping.
+async fn query(client: &reqwest::Client, base: &str, query: &str) -> Value {
+    client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
