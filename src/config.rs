@@ -66,6 +66,26 @@ pub struct DbConfig {
         global = true
     )]
     pub sqlite_busy_timeout_ms: u64,
+    /// SQLite: page cache of all connections together, in MiB, split evenly
+    /// among them. Pages that miss it are read from the file, usually out of
+    /// the operating system's cache; more trades memory for fewer reads.
+    #[arg(
+        long,
+        env = "CATALYNX_SQLITE_CACHE_MIB",
+        default_value_t = 32,
+        global = true
+    )]
+    pub sqlite_cache_mib: u64,
+    /// SQLite: memory-mapped window of the file per connection, in MiB (0 =
+    /// off). Pages inside it are read without a copy; they count as the
+    /// server's file-backed memory.
+    #[arg(
+        long,
+        env = "CATALYNX_SQLITE_MMAP_MIB",
+        default_value_t = 256,
+        global = true
+    )]
+    pub sqlite_mmap_mib: u64,
     /// PostgreSQL: per-statement timeout in milliseconds (0 = none).
     #[arg(
         long,

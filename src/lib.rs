@@ -57,6 +57,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(config) => {
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
+            // The load has the file to itself: on SQLite it can skip the WAL.
+            db.close().await?;
             let plan = seed::SeedPlan {
                 profiles: config.profiles,
                 opportunities_per_profile: config.opportunities_per_profile,

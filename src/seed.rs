@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait};
 
 use crate::db::Db;
 use crate::domain::{DbEnum, FundingSource, OrganizationType, Priority, Stage, US_STATES};
@@ -16,6 +16,15 @@ use crate::store::bulk;
 
 /// Profiles generated (and inserted) per step; keeps memory flat.
 const PROFILES_PER_STEP: u64 = 2_000;
+/// Generated batches waiting for the database at most.
+const BATCHES_AHEAD: usize = 2;
+
+/// One step's insert statements, built ahead of the database.
+struct Batch {
+    profiles_done: u64,
+    opportunities: u64,
+    statements: Vec<sea_orm::Statement>,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct SeedPlan {
@@ -39,8 +48,22 @@ impl SeedReport {
 
 /// Loads the plan's rows in one transaction: all of them or, on any error, none.
 /// Refuses a database that already holds profiles, so ids never collide.
+/// On SQLite the load is fastest when nothing else has the file open (the
+/// `seed` command closes its pools first): see [`crate::db::BulkLoader`].
 pub async fn seed(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<SeedReport> {
-    let existing = profile::Entity::find().count(&db.write).await?;
+    let loader = db.bulk_loader().await?;
+    tracing::debug!(without_wal = loader.without_wal(), "bulk load");
+    let loaded = load(&loader.conn, plan, progress).await;
+    loader.finish().await?;
+    loaded
+}
+
+async fn load(
+    conn: &DatabaseConnection,
+    plan: SeedPlan,
+    progress: bool,
+) -> anyhow::Result<SeedReport> {
+    let existing = profile::Entity::find().count(conn).await?;
     if existing > 0 {
         anyhow::bail!(
             "seed: the database already holds {existing} profiles; seed an empty database (another --database-url)"
@@ -57,23 +80,49 @@ pub async fn seed(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<See
     } else {
         ProgressBar::hidden()
     };
-    let mut generator = Generator::new(plan);
-    let txn = db.begin_write().await?;
+    // Rows are generated and turned into statements on a thread of their
+    // own, a few batches ahead, while the database executes the previous
+    // ones: the two halves of the load run on two cores instead of taking
+    // turns on one.
+    let backend = conn.get_database_backend();
+    let (batches, mut ready) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut generator = Generator::new(plan);
+        let mut done = 0;
+        while done < plan.profiles {
+            let step = PROFILES_PER_STEP.min(plan.profiles - done);
+            let (profiles, opportunities) = generator.next_batch(done, step);
+            let mut statements = bulk::insert_statements::<profile::Entity>(backend, &profiles);
+            statements.extend(bulk::insert_statements::<opportunity::Entity>(
+                backend,
+                &opportunities,
+            ));
+            done += step;
+            let batch = Batch {
+                profiles_done: done,
+                opportunities: opportunities.len() as u64,
+                statements,
+            };
+            // The receiver is gone when the load failed: stop generating.
+            if batches.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    let txn = crate::db::begin_write(conn).await?;
     // Secondary indexes are dropped for the load and rebuilt at the end:
     // building one from sorted rows is far cheaper than updating it row by
     // row. Inside the transaction, so a failure restores them.
     let indexes = bulk::drop_secondary_indexes(&txn, &["profiles", "opportunities"]).await?;
     let mut opportunities_total = 0;
-    let mut done = 0;
-    while done < plan.profiles {
-        let step = PROFILES_PER_STEP.min(plan.profiles - done);
-        let (profiles, opportunities) = generator.next_batch(done, step);
-        bulk::insert_many::<profile::Entity, _>(&txn, &profiles).await?;
-        bulk::insert_many::<opportunity::Entity, _>(&txn, &opportunities).await?;
-        opportunities_total += opportunities.len() as u64;
-        done += step;
-        bar.set_position(done);
+    while let Some(batch) = ready.recv().await {
+        for statement in batch.statements {
+            txn.execute_raw(statement).await?;
+        }
+        opportunities_total += batch.opportunities;
+        bar.set_position(batch.profiles_done);
     }
+    producer.await?;
     bulk::create_indexes(&txn, &indexes).await?;
     txn.commit().await?;
     bar.finish_and_clear();

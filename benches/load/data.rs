@@ -39,8 +39,8 @@ fn plan(profiles: u64) -> SeedPlan {
     }
 }
 
+/// Seeds a migrated database.
 async fn load(db: &Db, backend: &str, profiles: u64) -> anyhow::Result<SeedRecord> {
-    db.migrate().await?;
     eprintln!("seeding {profiles} profiles x {OPPORTUNITIES_PER_PROFILE} into {backend}...");
     let report = seed::seed(db, plan(profiles), true).await?;
     eprintln!(
@@ -88,10 +88,10 @@ pub async fn sqlite_file(dir: &Path, profiles: u64) -> anyhow::Result<(PathBuf, 
     let partial = dir.join(format!("{name}.partial"));
     remove_sqlite(&partial);
     let db = Db::connect(&DbConfig::new(sqlite_url(&partial))).await?;
+    db.migrate().await?;
+    // As `catalynx seed` does: with the file to itself the load skips the WAL.
+    db.close().await?;
     let record = load(&db, "sqlite", profiles).await?;
-    // Closing the last connection checkpoints the WAL into the main file.
-    db.read.close().await?;
-    db.write.close().await?;
     std::fs::rename(&partial, &path)?;
     std::fs::write(&record_path, serde_json::to_vec_pretty(&record)?)?;
     Ok((path, record))
@@ -152,8 +152,9 @@ impl PgDatabase {
     /// Seeds `profiles` x 20 and returns how fast that went.
     pub async fn seed(&self, profiles: u64) -> anyhow::Result<SeedRecord> {
         let db = Db::connect(&DbConfig::new(self.url.clone())).await?;
+        db.migrate().await?;
         let record = load(&db, "postgres", profiles).await?;
-        db.write.close().await?;
+        db.close().await?;
         Ok(record)
     }
 

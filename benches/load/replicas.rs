@@ -298,8 +298,7 @@ pub fn run(
     let (profile_ids, opportunity_ids) = client_rt.block_on(async {
         let db = Db::connect(&DbConfig::new(pg_url)).await?;
         let ids = crate::data::ids(&db, 20_000).await;
-        db.read.close().await?;
-        db.write.close().await?;
+        db.close().await?;
         ids
     })?;
     let key = format!("bench-{:016x}", rand::random::<u64>());

@@ -204,10 +204,7 @@ fn memory_workload(
 ) -> anyhow::Result<Memory> {
     let db = server_rt.block_on(Db::connect(&DbConfig::new(data::sqlite_url(path))))?;
     let (profiles, _) = server_rt.block_on(data::ids(&db, 1))?;
-    server_rt.block_on(async {
-        db.read.close().await?;
-        db.write.close().await
-    })?;
+    server_rt.block_on(db.close())?;
     let profiles = Arc::new(profiles);
     let page = nested_page(50);
     let workload: Workload = Arc::new(move |rng| {

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261129_000001_create_profiles_table;
 mod m20261129_000002_create_opportunities_table;
 mod m20261129_000003_add_sort_indexes;
+mod m20261130_000004_drop_prefix_indexes;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_create_profiles_table::Migration),
             Box::new(m20261129_000002_create_opportunities_table::Migration),
             Box::new(m20261129_000003_add_sort_indexes::Migration),
+            Box::new(m20261130_000004_drop_prefix_indexes::Migration),
         ]
     }
 }

@@ -26,10 +26,22 @@ where
     E: EntityTrait,
     C: ConnectionTrait,
 {
-    let backend = conn.get_database_backend();
+    for statement in insert_statements::<E>(conn.get_database_backend(), models) {
+        conn.execute_raw(statement).await?;
+    }
+    Ok(())
+}
+
+/// The statements `insert_many` sends, built without a connection so that a
+/// bulk load can build them on another thread while the database works.
+pub fn insert_statements<E: EntityTrait>(
+    backend: DatabaseBackend,
+    models: &[E::Model],
+) -> Vec<Statement> {
     let columns: Vec<E::Column> = E::Column::iter().collect();
     let rows_per_statement = (parameter_limit(backend) / columns.len()).min(MAX_ROWS_PER_STATEMENT);
     let mut cached: Option<(usize, String)> = None;
+    let mut statements = Vec::with_capacity(models.len().div_ceil(rows_per_statement));
     for chunk in models.chunks(rows_per_statement) {
         let sql = match &cached {
             Some((rows, sql)) if *rows == chunk.len() => sql.clone(),
@@ -43,10 +55,9 @@ where
             .iter()
             .flat_map(|model| columns.iter().map(move |c| model.get(*c)))
             .collect::<Vec<_>>();
-        conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
+        statements.push(Statement::from_sql_and_values(backend, sql, values));
     }
-    Ok(())
+    statements
 }
 
 fn insert_sql<E: EntityTrait>(
