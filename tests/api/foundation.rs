@@ -221,6 +221,54 @@ async fn seed_is_deterministic() {
     assert_ne!(digests[0], digests[2], "another seed, other rows");
 }
 
+/// `catalynx seed` on each database: on SQLite it loads with the file to
+/// itself (no WAL) and leaves the file in WAL mode for the server.
+async fn the_seed_command_loads(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let mut seed = crate::helpers::Binary::start(
+        &[
+            "seed",
+            "--profiles",
+            "40",
+            "--opportunities-per-profile",
+            "3",
+            "--quiet",
+        ],
+        &[("DATABASE_URL", &test_db.url)],
+        None,
+    );
+    assert!(seed.child.wait().unwrap().success(), "seed failed");
+    let db = test_db.connect().await;
+    // Per 20 profiles the planned average holds exactly.
+    assert_eq!(rows_len(&db, "profiles").await, 40);
+    assert_eq!(rows_len(&db, "opportunities").await, 120);
+    if backend == Backend::Sqlite {
+        let mode = db
+            .read
+            .query_one_raw(Statement::from_string(db.backend(), "PRAGMA journal_mode"))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<String>(0)
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+    db.close().await.unwrap();
+    test_db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_command_loads_sqlite() {
+    the_seed_command_loads(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_command_loads_postgres() {
+    the_seed_command_loads(Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_refuses_a_non_empty_database() {
     let app = crate::helpers::spawn_app().await;
