@@ -209,13 +209,12 @@ pub async fn page(
 pub async fn count(conn: &impl ConnectionTrait, filter: &ProfileFilter) -> Result<u64, DbErr> {
     let backend = conn.get_database_backend();
     if backend == DatabaseBackend::Sqlite && *filter == ProfileFilter::default() {
-        // The default list, every profile but the archived, counted as all
-        // minus the archived: SQLite counts a whole table from its B-tree
-        // alone and the archived through the status index, while
-        // `status <> 'archived'` visits every index entry (1M profiles:
-        // 3.5 ms against 45 ms, which made a page's cost grow with the table).
+        // The default list, every profile but the archived, is read from
+        // the per-status counts the triggers keep (migration
+        // m20261130_000005): counting it walks an index of every profile,
+        // which made an uncached page's cost grow with the table.
         let sql = format!(
-            r#"SELECT (SELECT COUNT(*) FROM "profiles") - (SELECT COUNT(*) FROM "profiles" WHERE "status" = '{}') AS "n""#,
+            r#"SELECT COALESCE(SUM("n"), 0) AS "n" FROM "profile_status_counts" WHERE "status" <> '{}'"#,
             ProfileStatus::Archived.as_str()
         );
         let row = conn

@@ -183,6 +183,71 @@ async fn digest(url: &str) -> String {
     format!("{:x}", hasher.finalize())
 }
 
+/// Profiles per status, counted, and as the triggers keep them.
+async fn status_counts(db: &catalynx::db::Db) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let read = |sql: &'static str| async move {
+        db.read
+            .query_all_raw(Statement::from_string(db.backend(), sql))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| {
+                (
+                    row.try_get_by_index::<String>(0).unwrap(),
+                    row.try_get_by_index::<i64>(1).unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    (
+        read(r#"SELECT "status", COUNT(*) FROM "profiles" GROUP BY "status" ORDER BY "status""#)
+            .await,
+        read(
+            r#"SELECT "status", "n" FROM "profile_status_counts" WHERE "n" > 0 ORDER BY "status""#,
+        )
+        .await,
+    )
+}
+
+/// The per-status counts behind the default total on SQLite follow inserts
+/// (the seed's bulk load included), status changes and deletes, and are
+/// rebuilt from the rows when the migration runs on an existing database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_status_counts_follow_every_write() {
+    use migration::MigratorTrait;
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 200,
+        opportunities_per_profile: 1,
+        seed: 3,
+    };
+    catalynx::seed::seed(&db, plan, false).await.unwrap();
+    let (counted, kept) = status_counts(&db).await;
+    assert!(
+        counted.len() >= 3,
+        "the seed uses several statuses: {counted:?}"
+    );
+    assert_eq!(counted, kept, "after the seed");
+
+    for sql in [
+        r#"UPDATE "profiles" SET "status" = 'archived' WHERE "id" IN (SELECT "id" FROM "profiles" ORDER BY "id" LIMIT 17)"#,
+        r#"UPDATE "profiles" SET "name" = "name" || '.' WHERE "id" IN (SELECT "id" FROM "profiles" ORDER BY "id" DESC LIMIT 5)"#,
+        r#"DELETE FROM "profiles" WHERE "id" IN (SELECT "id" FROM "profiles" ORDER BY "id" DESC LIMIT 9)"#,
+    ] {
+        db.write.execute_unprepared(sql).await.unwrap();
+        let (counted, kept) = status_counts(&db).await;
+        assert_eq!(counted, kept, "after {sql}");
+    }
+
+    // Undo the counts' migration and apply it again over the rows.
+    migration::Migrator::down(&db.write, Some(1)).await.unwrap();
+    migration::Migrator::up(&db.write, None).await.unwrap();
+    let (counted, kept) = status_counts(&db).await;
+    assert_eq!(counted, kept, "rebuilt by the migration");
+    db.close().await.unwrap();
+}
+
 async fn rows_len(db: &catalynx::db::Db, table: &str) -> i64 {
     db.read
         .query_one_raw(Statement::from_string(
