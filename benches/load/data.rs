@@ -83,6 +83,11 @@ pub async fn sqlite_file(dir: &Path, profiles: u64) -> anyhow::Result<(PathBuf, 
                     path.display()
                 )
             })?;
+        // A file seeded by an older build gets this build's schema, as the
+        // server's own start would give it.
+        let db = Db::connect(&DbConfig::new(sqlite_url(&path))).await?;
+        db.migrate().await?;
+        db.close().await?;
         return Ok((path, record));
     }
     let partial = dir.join(format!("{name}.partial"));
