@@ -57,11 +57,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(config) => {
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
-            // On SQLite the load then has the file to itself and can skip
-            // the WAL; PostgreSQL loads through the pool.
-            if db.backend() == sea_orm::DatabaseBackend::Sqlite {
-                db.close().await?;
-            }
+            // The load has the database to itself: on SQLite it can then
+            // skip the WAL.
+            db.close().await?;
             let plan = seed::SeedPlan {
                 profiles: config.profiles,
                 opportunities_per_profile: config.opportunities_per_profile,
