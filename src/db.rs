@@ -5,6 +5,7 @@
 //! while reads use a pool of many: in WAL mode readers never block each other
 //! or the writer. On PostgreSQL both handles share one pool.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +25,10 @@ use sea_orm::{
 
 use crate::config::DbConfig;
 
-/// Page cache of a bulk load's own connection, in KiB: fewer of its pages
-/// spill to the file before commit, and its index builds sort in memory.
-/// It lives as long as the load.
-const BULK_LOAD_CACHE_KIB: u64 = 64 * 1024;
+/// Page size of a new SQLite file (an existing file keeps its own). Against
+/// SQLite's default of 4 KiB, 16 KiB pages halve the B-tree depth and the
+/// per-page work of bulk loads and index builds.
+const SQLITE_PAGE_SIZE: u32 = 16 * 1024;
 /// Default read pool on SQLite: readers are cheap in WAL mode.
 const SQLITE_READERS: u32 = 8;
 /// Default pool per replica on PostgreSQL; keep replicas x this under `max_connections`.
@@ -43,6 +44,8 @@ pub struct Db {
     /// For writes: one connection on SQLite, the shared pool on PostgreSQL.
     pub write: DatabaseConnection,
     statements: Arc<AtomicU64>,
+    /// SQLite: how long a writer waits for the file's lock.
+    busy_timeout: Duration,
 }
 
 /// How busy one connection pool is.
@@ -80,6 +83,7 @@ impl Db {
             read,
             write,
             statements,
+            busy_timeout: Duration::from_millis(config.sqlite_busy_timeout_ms),
         })
     }
 
@@ -154,46 +158,24 @@ impl Db {
         begin_write(&self.write).await
     }
 
-    /// A connection of its own for a bulk load of rows built from the domain
-    /// types (the seed); see [`BulkLoader`]. It works after [`Db::close`],
-    /// which lets the load have the database to itself.
-    pub async fn bulk_loader(&self) -> Result<BulkLoader, DbErr> {
-        if self.backend() != DatabaseBackend::Sqlite {
-            let options = (*self.write.get_postgres_connection_pool().connect_options()).clone();
-            let pool = PgPoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await
-                .map_err(|e| DbErr::Custom(format!("bulk-load connection: {e}")))?;
-            return Ok(BulkLoader {
-                conn: SqlxPostgresConnector::from_sqlx_postgres_pool(pool),
-                rollback_journal: false,
-            });
-        }
-        let options = (*self.write.get_sqlite_connection_pool().connect_options())
-            .clone()
-            .pragma("ignore_check_constraints", "ON")
-            .pragma("cache_size", format!("-{BULK_LOAD_CACHE_KIB}"));
-        let pool = SqlitePoolOptions::new()
+    /// A connection of its own for a bulk load on PostgreSQL (the seed). It
+    /// works after [`Db::close`]. SQLite loads go through
+    /// [`crate::store::sqlite_bulk`] on [`Db::sqlite_file`] instead.
+    pub async fn postgres_bulk_connection(&self) -> Result<DatabaseConnection, DbErr> {
+        let options = (*self.write.get_postgres_connection_pool().connect_options()).clone();
+        let pool = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|e| DbErr::Custom(format!("bulk-load connection: {e}")))?;
-        let conn = SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
-        // Leaving WAL mode needs the file to itself; with other connections
-        // open it fails and the load goes through the WAL.
-        let mode = conn
-            .query_one_raw(Statement::from_string(
-                DatabaseBackend::Sqlite,
-                "PRAGMA journal_mode = DELETE",
-            ))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|row| row.try_get_by_index::<String>(0).ok());
-        Ok(BulkLoader {
-            conn,
-            rollback_journal: mode.as_deref() == Some("delete"),
+        Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
+    }
+
+    /// On SQLite, the database file and how long a writer waits for its lock.
+    pub fn sqlite_file(&self) -> Option<(PathBuf, Duration)> {
+        (self.backend() == DatabaseBackend::Sqlite).then(|| {
+            let options = self.write.get_sqlite_connection_pool().connect_options();
+            (options.get_filename().to_path_buf(), self.busy_timeout)
         })
     }
 
@@ -209,40 +191,6 @@ impl Db {
             .execute_raw(Statement::from_string(self.backend(), "SELECT 1"))
             .await
             .is_ok()
-    }
-}
-
-/// The connection a bulk load writes through: one of its own.
-///
-/// On SQLite it skips CHECK constraints, which cost more than the inserts
-/// themselves (10k x 20: 1.0 s against 0.4 s without them); the rows come from the domain enums and ranges, so
-/// they hold by construction, and foreign keys and unique indexes stay
-/// enforced. When nothing else has the file open it also writes under a
-/// rollback journal instead of the WAL: rows appended to the file need no
-/// journal at all, so each page is written once, where through the WAL it
-/// is written twice and every page read searches a WAL of gigabytes (100k
-/// x 20: 18% of the load in WAL lookups and copies). A crash still leaves
-/// all or nothing: the journal undoes the load on the next open. Both
-/// settings die with the connection; the pools never see them.
-pub struct BulkLoader {
-    pub conn: DatabaseConnection,
-    rollback_journal: bool,
-}
-
-impl BulkLoader {
-    /// True when the load skips the WAL (nothing else had the file open).
-    pub fn without_wal(&self) -> bool {
-        self.rollback_journal
-    }
-
-    /// Returns a SQLite file to WAL mode and closes the connection.
-    pub async fn finish(self) -> Result<(), DbErr> {
-        if self.rollback_journal {
-            self.conn
-                .execute_unprepared("PRAGMA journal_mode = WAL")
-                .await?;
-        }
-        self.conn.close().await
     }
 }
 
@@ -390,6 +338,7 @@ fn sqlite_options(config: &DbConfig, mode: OpenMode) -> anyhow::Result<SqliteCon
     Ok(match mode {
         OpenMode::ReadWrite => options
             .create_if_missing(true)
+            .page_size(SQLITE_PAGE_SIZE)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal),
         OpenMode::ReadOnly => options.read_only(true),

@@ -8,22 +8,26 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, PaginatorTrait, Statement,
+};
+use tokio::sync::mpsc::Receiver;
 
 use crate::db::Db;
 use crate::domain::{DbEnum, FundingSource, OrganizationType, Priority, Stage, US_STATES};
 use crate::store::bulk;
+use crate::store::sqlite_bulk::{self, BulkConnection, Rows};
 
 /// Profiles generated (and inserted) per step; keeps memory flat.
 const PROFILES_PER_STEP: u64 = 2_000;
 /// Generated batches waiting for the database at most.
 const BATCHES_AHEAD: usize = 2;
 
-/// One step's insert statements, built ahead of the database.
-struct Batch {
+/// One step's rows, encoded for the database ahead of it.
+struct Batch<T> {
     profiles_done: u64,
     opportunities: u64,
-    statements: Vec<sea_orm::Statement>,
+    rows: T,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,27 +53,8 @@ impl SeedReport {
 /// Loads the plan's rows in one transaction: all of them or, on any error, none.
 /// Refuses a database that already holds profiles, so ids never collide.
 /// On SQLite the load is fastest when nothing else has the file open (the
-/// `seed` command closes its pools first): see [`crate::db::BulkLoader`].
+/// `seed` command closes its pools first): see [`sqlite_bulk`].
 pub async fn seed(db: &Db, plan: SeedPlan, progress: bool) -> anyhow::Result<SeedReport> {
-    let loader = db.bulk_loader().await?;
-    tracing::debug!(without_wal = loader.without_wal(), "bulk load");
-    let loaded = load(&loader.conn, plan, progress).await;
-    loader.finish().await?;
-    loaded
-}
-
-async fn load(
-    conn: &DatabaseConnection,
-    plan: SeedPlan,
-    progress: bool,
-) -> anyhow::Result<SeedReport> {
-    let existing = profile::Entity::find().count(conn).await?;
-    if existing > 0 {
-        anyhow::bail!(
-            "seed: the database already holds {existing} profiles; seed an empty database (another --database-url)"
-        );
-    }
-    let started = Instant::now();
     let bar = if progress {
         ProgressBar::new(plan.profiles).with_style(
             ProgressStyle::with_template(
@@ -80,58 +65,162 @@ async fn load(
     } else {
         ProgressBar::hidden()
     };
-    // Rows are generated and turned into statements on a thread of their
-    // own, a few batches ahead, while the database executes the previous
-    // ones: the two halves of the load run on two cores instead of taking
-    // turns on one.
-    let backend = conn.get_database_backend();
-    let (batches, mut ready) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
-    let producer = tokio::task::spawn_blocking(move || {
+    let started = Instant::now();
+    let opportunities = match db.sqlite_file() {
+        Some((path, busy_timeout)) => {
+            let batches = produce(plan, |profiles, opportunities| {
+                Ok((
+                    Rows::<profile::Entity>::encode(&profiles)?,
+                    Rows::<opportunity::Entity>::encode(&opportunities)?,
+                ))
+            });
+            let bar = bar.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut conn = BulkConnection::open(&path, busy_timeout)?;
+                tracing::debug!(without_wal = conn.without_wal(), "bulk load");
+                let loaded = load_sqlite(&mut conn, plan, batches, &bar);
+                conn.finish()?;
+                loaded
+            })
+            .await??
+        }
+        None => {
+            let batches = produce(plan, |profiles, opportunities| {
+                let backend = DatabaseBackend::Postgres;
+                let mut statements = bulk::insert_statements::<profile::Entity>(backend, &profiles);
+                statements.extend(bulk::insert_statements::<opportunity::Entity>(
+                    backend,
+                    &opportunities,
+                ));
+                Ok(statements)
+            });
+            let conn = db.postgres_bulk_connection().await?;
+            let loaded = load_postgres(&conn, plan, batches, &bar).await;
+            conn.close().await?;
+            loaded?
+        }
+    };
+    bar.finish_and_clear();
+    Ok(SeedReport {
+        profiles: plan.profiles,
+        opportunities,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Generates the plan's rows and encodes them on a thread of their own, a
+/// few batches ahead, while the database loads the previous ones: the two
+/// halves of the load run on two cores instead of taking turns on one.
+fn produce<T: Send + 'static>(
+    plan: SeedPlan,
+    encode: impl Fn(Vec<profile::Model>, Vec<opportunity::Model>) -> anyhow::Result<T> + Send + 'static,
+) -> Receiver<anyhow::Result<Batch<T>>> {
+    let (batches, ready) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+    tokio::task::spawn_blocking(move || {
         let mut generator = Generator::new(plan);
         let mut done = 0;
         while done < plan.profiles {
             let step = PROFILES_PER_STEP.min(plan.profiles - done);
             let (profiles, opportunities) = generator.next_batch(done, step);
-            let mut statements = bulk::insert_statements::<profile::Entity>(backend, &profiles);
-            statements.extend(bulk::insert_statements::<opportunity::Entity>(
-                backend,
-                &opportunities,
-            ));
             done += step;
-            let batch = Batch {
+            let count = opportunities.len() as u64;
+            let batch = encode(profiles, opportunities).map(|rows| Batch {
                 profiles_done: done,
-                opportunities: opportunities.len() as u64,
-                statements,
-            };
+                opportunities: count,
+                rows,
+            });
             // The receiver is gone when the load failed: stop generating.
             if batches.blocking_send(batch).is_err() {
                 return;
             }
         }
     });
-    let txn = crate::db::begin_write(conn).await?;
+    ready
+}
+
+/// The generator's channel also closes when its thread panics: commit only
+/// a load that got every batch.
+fn complete(plan: SeedPlan, done: u64) -> anyhow::Result<()> {
+    if done != plan.profiles {
+        anyhow::bail!(
+            "seed: row generation stopped after {done} of {} profiles",
+            plan.profiles
+        );
+    }
+    Ok(())
+}
+
+fn refuse_existing(profiles: u64) -> anyhow::Result<()> {
+    if profiles > 0 {
+        anyhow::bail!(
+            "seed: the database already holds {profiles} profiles; seed an empty database (another --database-url)"
+        );
+    }
+    Ok(())
+}
+
+/// The SQLite load, on the calling (blocking) thread; returns the
+/// opportunities inserted.
+fn load_sqlite(
+    conn: &mut BulkConnection,
+    plan: SeedPlan,
+    mut batches: Receiver<anyhow::Result<SqliteBatch>>,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let txn = conn.transaction()?;
+    let existing: i64 = txn.query_row("SELECT COUNT(*) FROM profiles", [], |row| row.get(0))?;
+    refuse_existing(existing as u64)?;
     // Secondary indexes are dropped for the load and rebuilt at the end:
     // building one from sorted rows is far cheaper than updating it row by
     // row. Inside the transaction, so a failure restores them.
-    let indexes = bulk::drop_secondary_indexes(&txn, &["profiles", "opportunities"]).await?;
-    let mut opportunities_total = 0;
-    while let Some(batch) = ready.recv().await {
-        for statement in batch.statements {
+    let indexes = sqlite_bulk::drop_secondary_indexes(&txn, TABLES)?;
+    let mut opportunities = 0;
+    let mut done = 0;
+    while let Some(batch) = batches.blocking_recv() {
+        let batch = batch?;
+        batch.rows.0.insert(&txn)?;
+        batch.rows.1.insert(&txn)?;
+        opportunities += batch.opportunities;
+        done = batch.profiles_done;
+        bar.set_position(done);
+    }
+    complete(plan, done)?;
+    sqlite_bulk::create_indexes(&txn, &indexes)?;
+    txn.commit()?;
+    Ok(opportunities)
+}
+
+type SqliteBatch = Batch<(Rows<profile::Entity>, Rows<opportunity::Entity>)>;
+
+/// The PostgreSQL load; returns the opportunities inserted.
+async fn load_postgres(
+    conn: &DatabaseConnection,
+    plan: SeedPlan,
+    mut batches: Receiver<anyhow::Result<Batch<Vec<Statement>>>>,
+    bar: &ProgressBar,
+) -> anyhow::Result<u64> {
+    refuse_existing(profile::Entity::find().count(conn).await?)?;
+    let txn = crate::db::begin_write(conn).await?;
+    let indexes = bulk::drop_secondary_indexes(&txn, TABLES).await?;
+    let mut opportunities = 0;
+    let mut done = 0;
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
+        for statement in batch.rows {
             txn.execute_raw(statement).await?;
         }
-        opportunities_total += batch.opportunities;
-        bar.set_position(batch.profiles_done);
+        opportunities += batch.opportunities;
+        done = batch.profiles_done;
+        bar.set_position(done);
     }
-    producer.await?;
+    complete(plan, done)?;
     bulk::create_indexes(&txn, &indexes).await?;
     txn.commit().await?;
-    bar.finish_and_clear();
-    Ok(SeedReport {
-        profiles: plan.profiles,
-        opportunities: opportunities_total,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(opportunities)
 }
+
+/// The tables a seed fills.
+const TABLES: &[&str] = &["profiles", "opportunities"];
 
 /// Seeds a small data set when the database has no profiles; true if it did.
 pub async fn seed_demo_if_empty(db: &Db) -> anyhow::Result<bool> {

@@ -60,7 +60,8 @@ pub fn insert_statements<E: EntityTrait>(
     statements
 }
 
-fn insert_sql<E: EntityTrait>(
+/// `INSERT INTO <table> (<columns>) VALUES (...), ...` for `rows` rows.
+pub fn insert_sql<E: EntityTrait>(
     backend: DatabaseBackend,
     columns: &[E::Column],
     rows: usize,
@@ -122,20 +123,7 @@ pub async fn drop_secondary_indexes<C: ConnectionTrait>(
     tables: &[&str],
 ) -> Result<Vec<IndexDefinition>, DbErr> {
     let backend = conn.get_database_backend();
-    let list = tables
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = match backend {
-        // Constraint indexes (sqlite_autoindex_*) have no SQL.
-        DatabaseBackend::Sqlite => format!(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({list}) AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'"
-        ),
-        _ => format!(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename IN ({list}) AND indexdef NOT LIKE 'CREATE UNIQUE%'"
-        ),
-    };
+    let sql = secondary_indexes_query(backend, tables);
     let rows = conn
         .query_all_raw(Statement::from_string(backend, sql))
         .await?;
@@ -148,6 +136,24 @@ pub async fn drop_secondary_indexes<C: ConnectionTrait>(
         indexes.push(IndexDefinition { name, sql });
     }
     Ok(indexes)
+}
+
+/// Lists the non-unique secondary indexes of `tables`: (name, CREATE statement).
+pub fn secondary_indexes_query(backend: DatabaseBackend, tables: &[&str]) -> String {
+    let list = tables
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match backend {
+        // Constraint indexes (sqlite_autoindex_*) have no SQL.
+        DatabaseBackend::Sqlite => format!(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name IN ({list}) AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'"
+        ),
+        _ => format!(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename IN ({list}) AND indexdef NOT LIKE 'CREATE UNIQUE%'"
+        ),
+    }
 }
 
 /// Recreates indexes dropped by `drop_secondary_indexes`.

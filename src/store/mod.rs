@@ -5,6 +5,7 @@ pub mod listings;
 pub mod opportunities;
 pub mod page;
 pub mod profiles;
+pub mod sqlite_bulk;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::Rng;

@@ -121,6 +121,8 @@ async fn every_pooled_sqlite_connection_is_tuned() {
         ("cache_size", cache_size.as_str()),
         ("temp_store", "2"),
         ("mmap_size", "268435456"),
+        // Set when the file was created (this one is new).
+        ("page_size", "16384"),
     ];
     for pool in [
         db.read.get_sqlite_connection_pool(),
@@ -259,6 +261,72 @@ async fn rows_len(db: &catalynx::db::Db, table: &str) -> i64 {
         .unwrap()
         .try_get_by_index(0)
         .unwrap()
+}
+
+/// The SQLite seed binds values itself instead of through sea-orm and sqlx:
+/// its rows must be stored exactly as sea-orm stores the same models (text
+/// of timestamps, dates and JSON, storage classes), or sorting, cursors and
+/// reads would tell the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_rows_are_stored_as_sea_orm_stores_them() {
+    use entity::{opportunity, profile};
+    use sea_orm::EntityTrait;
+    let seeded_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let seeded = seeded_db.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 160,
+        opportunities_per_profile: 4,
+        seed: 11,
+    };
+    catalynx::seed::seed(&seeded, plan, false).await.unwrap();
+    let profiles = profile::Entity::find().all(&seeded.read).await.unwrap();
+    let opportunities = opportunity::Entity::find().all(&seeded.read).await.unwrap();
+    assert_eq!((profiles.len(), opportunities.len()), (160, 640));
+    assert!(
+        opportunities
+            .iter()
+            .any(|o| o.close_date.is_some() && !o.tags.0.is_empty()),
+        "the seed fills dates and tags"
+    );
+    seeded.close().await.unwrap();
+
+    let written_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let written = written_db.connect().await;
+    let txn = written.begin_write().await.unwrap();
+    catalynx::store::bulk::insert_many::<profile::Entity, _>(&txn, &profiles)
+        .await
+        .unwrap();
+    catalynx::store::bulk::insert_many::<opportunity::Entity, _>(&txn, &opportunities)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    // One connection (the writer) holds the attachment and runs the comparisons.
+    let path = seeded_db.url.trim_start_matches("sqlite://");
+    written
+        .write
+        .execute_unprepared(&format!("ATTACH DATABASE '{path}' AS seeded"))
+        .await
+        .unwrap();
+    for table in ["profiles", "opportunities"] {
+        for (a, b) in [("main", "seeded"), ("seeded", "main")] {
+            let differing: i64 = written
+                .write
+                .query_one_raw(Statement::from_string(
+                    written.backend(),
+                    format!(
+                        r#"SELECT COUNT(*) FROM (SELECT * FROM {a}."{table}" EXCEPT SELECT * FROM {b}."{table}")"#
+                    ),
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get_by_index(0)
+                .unwrap();
+            assert_eq!(differing, 0, "{table}: rows of {a} missing from {b}");
+        }
+    }
+    written.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
