@@ -12,7 +12,7 @@ use entity::{opportunity, profile};
 use crate::cache::{Cache, Freshness, Tag};
 use crate::db::Db;
 use crate::error::AppError;
-use crate::store::opportunities::{self, OpportunityFilter, OpportunityOrderField};
+use crate::store::opportunities::{self, ColumnSet, OpportunityFilter, OpportunityOrderField};
 use crate::store::page::{Fetched, PageRequest, SortKey};
 use crate::store::profiles;
 
@@ -121,6 +121,9 @@ pub struct NestedPageArgs {
     pub filter: OpportunityFilter,
     pub order: Vec<(OpportunityOrderField, bool)>,
     pub page: PageRequest,
+    /// What the query reads of each row (part of the cache key: rows hold
+    /// only these columns).
+    pub columns: ColumnSet,
 }
 
 impl NestedPageArgs {
@@ -176,6 +179,7 @@ impl Loader<PageKey> for PageLoader {
                             &args.filter,
                             &args.keys(),
                             &args.page,
+                            args.columns,
                         )
                         .await?;
                         for (profile_id, page) in pages {

@@ -2,7 +2,7 @@
 
 use async_graphql::{
     ComplexObject, Context, ErrorExtensions, ID, InputObject, MaybeUndefined, Object, Result,
-    SimpleObject,
+    SelectionField, SimpleObject,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{StringList, opportunity};
@@ -17,11 +17,44 @@ use crate::domain::{
     DbEnum, Ein, FundingSource, Priority, Stage, parse_amount, parse_rating, parse_text, parse_unit,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
-use crate::store::opportunities::{self, OpportunityFilter, OpportunityOrderField, ScoreBound};
+use crate::store::opportunities::{
+    self, ColumnSet, OpportunityFilter, OpportunityOrderField, ScoreBound,
+};
 use crate::store::page::{self, Fetched, PageRequest, SortKey};
 use crate::store::{bulk, new_id, now, profiles};
 
 pub struct Opportunity(pub opportunity::Model);
+
+/// The columns that an opportunity connection field's selection reads under
+/// `nodes` and `edges.node` (through fragments too), with those every page
+/// needs: the row's id, its profile and the cursor's sort keys. Every field
+/// of `Opportunity` is one column (`profile` is `profile_id`); a field that
+/// is none selects every column.
+pub fn node_columns(connection: SelectionField<'_>, keys: &[SortKey]) -> ColumnSet {
+    let mut set = ColumnSet::keys().with_sort_keys(keys);
+    for part in connection.selection_set() {
+        let nodes: Vec<SelectionField<'_>> = match part.name() {
+            "nodes" => vec![part],
+            "edges" => part
+                .selection_set()
+                .filter(|f| f.name() == "node")
+                .collect(),
+            // totalCount, pageInfo, __typename: nothing of the rows.
+            _ => continue,
+        };
+        for field in nodes.iter().flat_map(|node| node.selection_set()) {
+            set = match field.name() {
+                "__typename" => set,
+                "profile" => set.with(opportunity::Column::ProfileId),
+                name => match name.parse::<opportunity::Column>() {
+                    Ok(column) => set.with(column),
+                    Err(_) => return ColumnSet::all(),
+                },
+            };
+        }
+    }
+    set
+}
 
 /// A prospective funder or grant found for one profile, moved through the
 /// stages of a funnel and scored.

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use async_graphql::{
     ComplexObject, Context, ErrorExtensions, ID, InputObject, InputType, Lookahead, MaybeUndefined,
-    Name, Object, Result, SimpleObject, Value,
+    Name, Object, Result, SelectionField, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 use entity::{StringList, profile};
 
 use super::connection::{OrderDirection, PageInfo};
 use super::loaders::{CountKey, Loaders, NestedPageArgs, PageKey};
-use super::opportunity::{OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total};
+use super::opportunity::{
+    OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
+};
 use super::{ApiContext, parse_list};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
@@ -139,7 +141,15 @@ impl Profile {
         #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
         #[graphql(desc = "Start after this cursor.")] after: Option<String>,
     ) -> Result<OpportunityConnection> {
-        let args = nested_page_args(ApiContext::of(ctx), filter, order_by, first, after).gql()?;
+        let args = nested_page_args(
+            ApiContext::of(ctx),
+            filter,
+            order_by,
+            first,
+            after,
+            ctx.field(),
+        )
+        .gql()?;
         let key = PageKey {
             profile_id: self.0.id.clone(),
             args: args.clone(),
@@ -174,6 +184,7 @@ fn nested_page_args(
     order_by: Option<Vec<OpportunityOrder>>,
     first: Option<i32>,
     after: Option<String>,
+    field: SelectionField<'_>,
 ) -> AppResult<Arc<NestedPageArgs>> {
     let filter = OpportunityFilterInput::parse(filter)?;
     let order = OpportunityOrder::parse(order_by);
@@ -185,10 +196,12 @@ fn nested_page_args(
         NESTED_PAGE_SIZE,
         api.config.max_page_size,
     )?;
+    let columns = node_columns(field, &opportunities::sort_keys(&order));
     Ok(Arc::new(NestedPageArgs {
         filter,
         order,
         page,
+        columns,
     }))
 }
 
@@ -236,6 +249,7 @@ async fn prefetch_nested(ctx: &Context<'_>, loaders: &Loaders, ids: &[String]) -
                 argument(&args, "orderBy").gql()?,
                 argument(&args, "first").gql()?,
                 argument(&args, "after").gql()?,
+                field,
             )
             .gql()?;
             if Lookahead::from(field).field("totalCount").exists() {

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use async_graphql::Enum;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate};
 use entity::opportunity;
 use sea_orm::sea_query::{Asterisk, Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QuerySelect, Statement, Value,
+    FromQueryResult, IntoActiveModel, Iterable, PaginatorTrait, QueryFilter, QueryResult,
+    QuerySelect, Statement, Value,
 };
 use serde::Serialize;
 
@@ -221,24 +222,141 @@ pub fn sort_values(model: &opportunity::Model, keys: &[SortKey]) -> Vec<SortValu
         .collect()
 }
 
+/// A set of opportunity columns: those a nested page selects. Rows read
+/// with fewer than all columns hold placeholders in the others, so a set
+/// must cover every field its rows will be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ColumnSet(u32);
+
+impl ColumnSet {
+    pub fn all() -> Self {
+        opportunity::Column::iter().fold(Self(0), |set, c| set.with(c))
+    }
+
+    /// The columns every page needs: the row's identity and its parent.
+    pub fn keys() -> Self {
+        Self(0)
+            .with(opportunity::Column::Id)
+            .with(opportunity::Column::ProfileId)
+    }
+
+    pub fn with(self, column: opportunity::Column) -> Self {
+        Self(self.0 | 1 << Self::bit(column))
+    }
+
+    /// Adds the columns a cursor under `keys` reads.
+    pub fn with_sort_keys(self, keys: &[SortKey]) -> Self {
+        keys.iter().fold(self, |set, key| {
+            match key.name.parse::<opportunity::Column>() {
+                Ok(column) => set.with(column),
+                Err(_) => Self::all(),
+            }
+        })
+    }
+
+    /// The columns in the entity's order (the order they are selected in).
+    pub fn columns(self) -> impl Iterator<Item = opportunity::Column> {
+        opportunity::Column::iter().filter(move |c| self.0 & 1 << Self::bit(*c) != 0)
+    }
+
+    /// The column's place in the entity (its variant's discriminant).
+    fn bit(column: opportunity::Column) -> u32 {
+        column as u32
+    }
+}
+
+/// A row of `columns` (selected in that order); the other fields hold
+/// placeholders that no resolver reads (see [`ColumnSet`]). Decoding by
+/// position skips the name lookups of whole-model decoding.
+fn decode(row: &QueryResult, columns: ColumnSet) -> Result<opportunity::Model, DbErr> {
+    use opportunity::Column as C;
+    let mut m = opportunity::Model {
+        id: String::new(),
+        profile_id: String::new(),
+        organization_name: String::new(),
+        ein: None,
+        current_stage: String::new(),
+        overall_score: 0.0,
+        confidence_level: None,
+        priority_level: None,
+        user_rating: None,
+        source: None,
+        award_floor: None,
+        award_ceiling: None,
+        close_date: None,
+        tags: Default::default(),
+        notes: None,
+        discovery_date: DateTime::UNIX_EPOCH,
+        created_at: DateTime::UNIX_EPOCH,
+        updated_at: DateTime::UNIX_EPOCH,
+    };
+    for (i, column) in columns.columns().enumerate() {
+        match column {
+            C::Id => m.id = row.try_get_by_index(i)?,
+            C::ProfileId => m.profile_id = row.try_get_by_index(i)?,
+            C::OrganizationName => m.organization_name = row.try_get_by_index(i)?,
+            C::Ein => m.ein = row.try_get_by_index(i)?,
+            C::CurrentStage => m.current_stage = row.try_get_by_index(i)?,
+            C::OverallScore => m.overall_score = row.try_get_by_index(i)?,
+            C::ConfidenceLevel => m.confidence_level = row.try_get_by_index(i)?,
+            C::PriorityLevel => m.priority_level = row.try_get_by_index(i)?,
+            C::UserRating => m.user_rating = row.try_get_by_index(i)?,
+            C::Source => m.source = row.try_get_by_index(i)?,
+            C::AwardFloor => m.award_floor = row.try_get_by_index(i)?,
+            C::AwardCeiling => m.award_ceiling = row.try_get_by_index(i)?,
+            C::CloseDate => m.close_date = row.try_get_by_index(i)?,
+            C::Tags => m.tags = row.try_get_by_index(i)?,
+            C::Notes => m.notes = row.try_get_by_index(i)?,
+            C::DiscoveryDate => m.discovery_date = row.try_get_by_index(i)?,
+            C::CreatedAt => m.created_at = row.try_get_by_index(i)?,
+            C::UpdatedAt => m.updated_at = row.try_get_by_index(i)?,
+        }
+    }
+    Ok(m)
+}
+
+/// Runs a page statement selecting `columns`.
+async fn fetch_rows(
+    conn: &impl ConnectionTrait,
+    statement: Statement,
+    columns: ColumnSet,
+) -> Result<Vec<opportunity::Model>, DbErr> {
+    conn.query_all_raw(statement)
+        .await?
+        .iter()
+        .map(|row| decode(row, columns))
+        .collect()
+}
+
 fn page_query(
     backend: DatabaseBackend,
     filter: &OpportunityFilter,
     keys: &[SortKey],
     request: &PageRequest,
 ) -> Result<Statement, AppError> {
-    page_query_where(backend, filter, keys, request, Condition::all())
+    page_query_where(
+        backend,
+        filter,
+        keys,
+        request,
+        Condition::all(),
+        ColumnSet::all(),
+    )
 }
 
-/// `page_query` with one more condition (the parent of a nested page).
+/// `page_query` with one more condition (the parent of a nested page),
+/// selecting `columns`.
 fn page_query_where(
     backend: DatabaseBackend,
     filter: &OpportunityFilter,
     keys: &[SortKey],
     request: &PageRequest,
     parent: Condition,
+    columns: ColumnSet,
 ) -> Result<Statement, AppError> {
     let mut query = opportunity::Entity::find()
+        .select_only()
+        .columns(columns.columns())
         .filter(filter.condition(backend))
         .filter(parent);
     if let Some(cursor) = &request.cursor {
@@ -334,6 +452,7 @@ pub async fn pages_by_profile(
     filter: &OpportunityFilter,
     keys: &[SortKey],
     request: &PageRequest,
+    columns: ColumnSet,
 ) -> Result<HashMap<String, Fetched<opportunity::Model>>, AppError> {
     let backend = conn.get_database_backend();
     let mut grouped: HashMap<String, Vec<opportunity::Model>> = profile_ids
@@ -348,6 +467,7 @@ pub async fn pages_by_profile(
                 keys,
                 request,
                 Condition::all().add(Expr::cust(r#""opportunities"."profile_id" = "p"."pid""#)),
+                columns,
             )?;
             let mut values = inner.values.map(|v| v.0).unwrap_or_default();
             values.push(Value::from(profile_ids.to_vec()));
@@ -358,10 +478,11 @@ pub async fn pages_by_profile(
                 values.len(),
                 inner.sql
             );
-            opportunity::Model::find_by_statement(Statement::from_sql_and_values(
-                backend, sql, values,
-            ))
-            .all(conn)
+            fetch_rows(
+                conn,
+                Statement::from_sql_and_values(backend, sql, values),
+                columns,
+            )
             .await?
         }
         _ => {
@@ -371,6 +492,7 @@ pub async fn pages_by_profile(
                 keys,
                 request,
                 Condition::all().add(opportunity::Column::ProfileId.eq(PROFILE_PLACEHOLDER)),
+                columns,
             )?;
             let arm_values = arm.values.map(|v| v.0).unwrap_or_default();
             let slot = arm_values
@@ -388,10 +510,11 @@ pub async fn pages_by_profile(
                     values.extend(own);
                 }
                 rows.extend(
-                    opportunity::Model::find_by_statement(Statement::from_sql_and_values(
-                        backend, sql, values,
-                    ))
-                    .all(conn)
+                    fetch_rows(
+                        conn,
+                        Statement::from_sql_and_values(backend, sql, values),
+                        columns,
+                    )
                     .await?,
                 );
             }

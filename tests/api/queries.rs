@@ -652,3 +652,82 @@ async fn nested_lists_are_per_profile(app: &TestApp) {
     );
 }
 on_both!(nested_lists_are_per_profile_, nested_lists_are_per_profile);
+
+/// Nested pages read only the columns their selection asks for: every field
+/// of `Opportunity`, asked alone (under `nodes`, or under `edges.node`
+/// through a fragment, in two orders), answers as the whole row does, which
+/// `opportunity(id:)` reads.
+async fn nested_rows_hold_every_field_asked_for(app: &TestApp) {
+    seed(app, 40, 6).await;
+    let fields = app
+        .data(
+            r#"{ __type(name: "Opportunity") { fields { name } } }"#,
+            Value::Null,
+        )
+        .await;
+    let fields: Vec<String> = fields["__type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(fields.len() >= 18, "{fields:?}");
+    for field in fields {
+        let selection = if field == "profile" {
+            "profile { id name }".to_owned()
+        } else {
+            field.clone()
+        };
+        let query = format!(
+            "{{ profiles(first: 10) {{ nodes {{
+                a: opportunities(first: 5, orderBy: [{{field: CLOSE_DATE}}]) {{ nodes {{ {selection} }} }}
+                ia: opportunities(first: 5, orderBy: [{{field: CLOSE_DATE}}]) {{ nodes {{ id }} }}
+                b: opportunities(first: 5) {{ edges {{ node {{ ...F }} }} }}
+                ib: opportunities(first: 5) {{ nodes {{ id }} }}
+            }} }} }}
+            fragment F on Opportunity {{ {selection} }}"
+        );
+        let data = app.data(&query, Value::Null).await;
+        let (mut nested, mut ids) = (Vec::new(), Vec::new());
+        for profile in data["profiles"]["nodes"].as_array().unwrap() {
+            for (rows, id_rows) in [("a", "ia"), ("b", "ib")] {
+                let values = profile[rows]["nodes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let edges = profile[rows]["edges"].as_array().unwrap();
+                        edges.iter().map(|e| e["node"].clone()).collect()
+                    });
+                let of = profile[id_rows]["nodes"].as_array().unwrap();
+                assert_eq!(values.len(), of.len(), "{field}");
+                nested.extend(values);
+                ids.extend(of.iter().map(|n| n["id"].as_str().unwrap().to_owned()));
+            }
+        }
+        // Some value to compare: a placeholder (empty, null) would pass for
+        // a field whose rows all hold one.
+        assert!(
+            nested
+                .iter()
+                .any(|v| v[&field] != Value::Null && v[&field] != json!([])),
+            "{field}: no row has a value: {data}"
+        );
+        // Whole rows, 20 per request (the root-field limit).
+        for (chunk, values) in ids.chunks(20).zip(nested.chunks(20)) {
+            let whole = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, id)| format!(r#"o{i}: opportunity(id: "{id}") {{ {selection} }}"#))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let whole = app.data(&format!("{{ {whole} }}"), Value::Null).await;
+            for (i, value) in values.iter().enumerate() {
+                assert_eq!(value, &whole[format!("o{i}")], "{field} of {}", chunk[i]);
+            }
+        }
+    }
+}
+on_both!(
+    nested_rows_hold_every_field_asked_for_,
+    nested_rows_hold_every_field_asked_for
+);
