@@ -1,5 +1,7 @@
 //! `Opportunity`: its object, inputs, connection, query and mutation roots.
 
+use std::sync::Arc;
+
 use async_graphql::{
     ComplexObject, Context, ErrorExtensions, ID, InputObject, MaybeUndefined, Object, Result,
     SelectionField, SimpleObject,
@@ -279,13 +281,31 @@ impl OpportunityOrder {
     }
 }
 
-/// An edge of an opportunity list.
-#[derive(SimpleObject)]
 pub struct OpportunityEdge {
-    /// Opaque position of this opportunity in its list.
-    cursor: String,
-    /// The opportunity.
     node: Opportunity,
+    /// The list's sort keys, shared by its edges.
+    keys: Arc<[SortKey]>,
+}
+
+/// An edge of an opportunity list.
+#[Object]
+impl OpportunityEdge {
+    /// Opaque position of this opportunity in its list.
+    async fn cursor(&self) -> String {
+        cursor(&self.node.0, &self.keys)
+    }
+
+    /// The opportunity.
+    async fn node(&self) -> &Opportunity {
+        &self.node
+    }
+}
+
+/// The cursor of `row` in a list sorted by `keys`. Edges encode theirs only
+/// when a query asks for them: a nested page of 50 x 5 rows spent 2.6% of
+/// its CPU encoding cursors that most queries never read.
+fn cursor(row: &opportunity::Model, keys: &[SortKey]) -> String {
+    page::encode_cursor(keys, opportunities::sort_values(row, keys))
 }
 
 /// How a connection's `totalCount` is found, when it is asked for.
@@ -346,21 +366,23 @@ impl OpportunityConnection {
         request: &PageRequest,
         total: Total,
     ) -> Self {
+        // The page's first and last cursors, for pageInfo.
+        let ends: Vec<String> = rows
+            .first()
+            .into_iter()
+            .chain(rows.last())
+            .map(|row| cursor(row, keys))
+            .collect();
+        let keys: Arc<[SortKey]> = keys.into();
         let edges: Vec<OpportunityEdge> = rows
             .into_iter()
             .map(|o| OpportunityEdge {
-                cursor: page::encode_cursor(keys, opportunities::sort_values(&o, keys)),
                 node: Opportunity(o),
+                keys: keys.clone(),
             })
             .collect();
-        let cursors: Vec<String> = edges.iter().map(|e| e.cursor.clone()).collect();
         Self {
-            page_info: PageInfo::new(
-                &cursors,
-                request.backward,
-                has_more,
-                request.cursor.is_some(),
-            ),
+            page_info: PageInfo::new(&ends, request.backward, has_more, request.cursor.is_some()),
             edges,
             total,
         }

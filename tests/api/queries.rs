@@ -731,3 +731,63 @@ on_both!(
     nested_rows_hold_every_field_asked_for_,
     nested_rows_hold_every_field_asked_for
 );
+
+/// Every edge's cursor (encoded only when asked for) starts the next page
+/// right after its row, and pageInfo's cursors are the first and last edges'.
+async fn opportunity_edge_cursors_resume_after_their_row(app: &TestApp) {
+    seed(app, 10, 6).await;
+    let page = "query($after: String, $n: Int) { opportunities(first: $n, after: $after, orderBy: [{field: CLOSE_DATE}]) {
+        pageInfo { startCursor endCursor } edges { cursor node { id } } } }";
+    let data = app.data(page, json!({ "n": 8 })).await;
+    let edges = data["opportunities"]["edges"].as_array().unwrap().clone();
+    assert_eq!(edges.len(), 8);
+    let info = &data["opportunities"]["pageInfo"];
+    assert_eq!(info["startCursor"], edges[0]["cursor"]);
+    assert_eq!(info["endCursor"], edges[7]["cursor"]);
+    for (i, edge) in edges.iter().enumerate().take(6) {
+        let next = app
+            .data(page, json!({ "n": 2, "after": edge["cursor"] }))
+            .await;
+        let ids: Vec<&Value> = next["opportunities"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["node"]["id"])
+            .collect();
+        assert_eq!(
+            ids,
+            vec![&edges[i + 1]["node"]["id"], &edges[i + 2]["node"]["id"]],
+            "after edge {i}"
+        );
+    }
+    // Nested pages hand out the same cursors as the root list for the same rows.
+    let nested = app
+        .data(
+            "{ profiles(first: 1) { nodes { opportunities(first: 3, orderBy: [{field: CLOSE_DATE}]) { edges { cursor node { id profileId } } } } } }",
+            Value::Null,
+        )
+        .await;
+    for edge in nested["profiles"]["nodes"][0]["opportunities"]["edges"]
+        .as_array()
+        .unwrap()
+    {
+        let filter = json!({ "profileIds": [edge["node"]["profileId"]] });
+        let root = app
+            .data(
+                "query($f: OpportunityFilter) { opportunities(first: 20, filter: $f, orderBy: [{field: CLOSE_DATE}]) { edges { cursor node { id } } } }",
+                json!({ "f": filter }),
+            )
+            .await;
+        let same = root["opportunities"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node"]["id"] == edge["node"]["id"])
+            .unwrap();
+        assert_eq!(same["cursor"], edge["cursor"]);
+    }
+}
+on_both!(
+    opportunity_edge_cursors_resume_after_their_row_,
+    opportunity_edge_cursors_resume_after_their_row
+);
