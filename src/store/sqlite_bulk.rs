@@ -120,10 +120,17 @@ impl<E: EntityTrait> Rows<E> {
     pub fn insert(&self, txn: &Transaction<'_>) -> anyhow::Result<()> {
         let columns: Vec<E::Column> = E::Column::iter().collect();
         let width = columns.len();
+        // Built once per row count: every full chunk reuses the text and,
+        // through the connection's cache, the prepared statement.
+        let mut sql: Option<(usize, String)> = None;
         for chunk in self.values.chunks(width * ROWS_PER_STATEMENT) {
-            let sql = bulk::insert_sql::<E>(DatabaseBackend::Sqlite, &columns, chunk.len() / width);
-            // Prepared once per size: every full chunk reuses the statement.
-            let mut statement = txn.prepare_cached(&sql)?;
+            let rows = chunk.len() / width;
+            if sql.as_ref().is_none_or(|(built, _)| *built != rows) {
+                let text = bulk::insert_sql::<E>(DatabaseBackend::Sqlite, &columns, rows);
+                sql = Some((rows, text));
+            }
+            let (_, text) = sql.as_ref().expect("built above");
+            let mut statement = txn.prepare_cached(text)?;
             for (i, value) in chunk.iter().enumerate() {
                 statement.raw_bind_parameter(i + 1, value)?;
             }
