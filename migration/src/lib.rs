@@ -10,6 +10,7 @@ mod m20261129_000002_create_opportunities_table;
 mod m20261129_000003_add_sort_indexes;
 mod m20261130_000004_drop_prefix_indexes;
 mod m20261130_000005_profile_status_counts;
+mod m20261130_000006_profile_status_deltas;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_add_sort_indexes::Migration),
             Box::new(m20261130_000004_drop_prefix_indexes::Migration),
             Box::new(m20261130_000005_profile_status_counts::Migration),
+            Box::new(m20261130_000006_profile_status_deltas::Migration),
         ]
     }
 }

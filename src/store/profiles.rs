@@ -207,26 +207,49 @@ pub async fn page(
 
 /// Profiles matching `filter`.
 pub async fn count(conn: &impl ConnectionTrait, filter: &ProfileFilter) -> Result<u64, DbErr> {
-    let backend = conn.get_database_backend();
-    if backend == DatabaseBackend::Sqlite && *filter == ProfileFilter::default() {
-        // The default list, every profile but the archived, is read from
-        // the per-status counts the triggers keep (migration
-        // m20261130_000005): counting it walks an index of every profile,
-        // which made an uncached page's cost grow with the table.
-        let sql = format!(
-            r#"SELECT COALESCE(SUM("n"), 0) AS "n" FROM "profile_status_counts" WHERE "status" <> '{}'"#,
-            ProfileStatus::Archived.as_str()
-        );
-        let row = conn
-            .query_one_raw(Statement::from_string(backend, sql))
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("a count".into()))?;
-        return Ok(row.try_get::<i64>("", "n")? as u64);
+    if *filter == ProfileFilter::default() {
+        return default_count(conn).await;
     }
     profile::Entity::find()
         .filter(filter.condition())
         .count(conn)
         .await
+}
+
+/// Delta rows a PostgreSQL reader lets pile up before folding them.
+const MAX_STATUS_COUNT_ROWS: i64 = 64;
+
+/// The default list's total, every profile but the archived, read from the
+/// per-status counts the triggers keep (migrations m20261130_000005 for
+/// SQLite, m20261130_000006 for PostgreSQL): counting it walks an index of
+/// every profile, which made an uncached page's cost grow with the table.
+async fn default_count(conn: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = format!(
+        r#"SELECT CAST(COALESCE(SUM(CASE WHEN "status" <> '{}' THEN "n" END), 0) AS bigint) AS "n", COUNT(*) AS "rows" FROM "profile_status_counts""#,
+        ProfileStatus::Archived.as_str()
+    );
+    let row = conn
+        .query_one_raw(Statement::from_string(backend, sql))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("a count".into()))?;
+    let (n, rows): (i64, i64) = (row.try_get("", "n")?, row.try_get("", "rows")?);
+    if backend == DatabaseBackend::Postgres && rows > MAX_STATUS_COUNT_ROWS {
+        fold_status_counts(conn).await?;
+    }
+    Ok(n as u64)
+}
+
+/// PostgreSQL: replaces the delta rows this transaction sees with one row
+/// per status. Rows appended meanwhile by other transactions are not seen,
+/// so not deleted, and still count; the advisory lock keeps two folds from
+/// deleting the same rows in different orders (a deadlock). Its key,
+/// 0x0ca7c0a7, is not the migrations' (`db::MIGRATION_LOCK_KEY`).
+async fn fold_status_counts(conn: &impl ConnectionTrait) -> Result<(), DbErr> {
+    const FOLD: &str = r#"WITH "locked" AS (SELECT pg_try_advisory_xact_lock(212320423) AS "ok"),
+        "gone" AS (DELETE FROM "profile_status_counts" WHERE (SELECT "ok" FROM "locked") RETURNING "status", "n")
+        INSERT INTO "profile_status_counts" ("status", "n") SELECT "status", SUM("n") FROM "gone" GROUP BY "status""#;
+    conn.execute_unprepared(FOLD).await.map(drop)
 }
 
 pub async fn by_id(conn: &impl ConnectionTrait, id: &str) -> Result<Option<profile::Model>, DbErr> {

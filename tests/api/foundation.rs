@@ -185,7 +185,8 @@ async fn digest(url: &str) -> String {
     format!("{:x}", hasher.finalize())
 }
 
-/// Profiles per status, counted, and as the triggers keep them.
+/// Profiles per status, counted, and as the triggers keep them (one row per
+/// status on SQLite, delta rows to sum on PostgreSQL).
 async fn status_counts(db: &catalynx::db::Db) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
     let read = |sql: &'static str| async move {
         db.read
@@ -205,19 +206,20 @@ async fn status_counts(db: &catalynx::db::Db) -> (Vec<(String, i64)>, Vec<(Strin
         read(r#"SELECT "status", COUNT(*) FROM "profiles" GROUP BY "status" ORDER BY "status""#)
             .await,
         read(
-            r#"SELECT "status", "n" FROM "profile_status_counts" WHERE "n" > 0 ORDER BY "status""#,
+            r#"SELECT "status", CAST(SUM("n") AS bigint) FROM "profile_status_counts" GROUP BY "status" HAVING SUM("n") > 0 ORDER BY "status""#,
         )
         .await,
     )
 }
 
-/// The per-status counts behind the default total on SQLite follow inserts
-/// (the seed's bulk load included), status changes and deletes, and are
-/// rebuilt from the rows when the migration runs on an existing database.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn profile_status_counts_follow_every_write() {
+/// The per-status counts behind the default total follow inserts (the
+/// seed's bulk load included), status changes and deletes, and are rebuilt
+/// from the rows when their migrations run on an existing database.
+async fn profile_status_counts_follow_every_write(backend: Backend) {
     use migration::MigratorTrait;
-    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
     let db = test_db.connect().await;
     let plan = catalynx::seed::SeedPlan {
         profiles: 200,
@@ -242,12 +244,99 @@ async fn profile_status_counts_follow_every_write() {
         assert_eq!(counted, kept, "after {sql}");
     }
 
-    // Undo the counts' migration and apply it again over the rows.
-    migration::Migrator::down(&db.write, Some(1)).await.unwrap();
+    // Undo the counts' migrations (one per backend, the other a no-op
+    // there) and apply them again over the rows.
+    migration::Migrator::down(&db.write, Some(2)).await.unwrap();
     migration::Migrator::up(&db.write, None).await.unwrap();
     let (counted, kept) = status_counts(&db).await;
     assert_eq!(counted, kept, "rebuilt by the migration");
     db.close().await.unwrap();
+    test_db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_status_counts_follow_every_write_sqlite() {
+    profile_status_counts_follow_every_write(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_status_counts_follow_every_write_postgres() {
+    profile_status_counts_follow_every_write(Backend::Postgres).await;
+}
+
+/// PostgreSQL keeps the counts as rows appended by each writing statement:
+/// writers running side by side with readers (whose reads fold the rows)
+/// neither block each other into a deadlock nor lose a change, and the
+/// rows stay few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profile_status_deltas_survive_concurrent_writers_and_folds() {
+    use catalynx::store::profiles::{ProfileFilter, count};
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 50,
+        opportunities_per_profile: 0,
+        seed: 5,
+    };
+    catalynx::seed::seed(&db, plan, false).await.unwrap();
+
+    const COLUMNS: &str = r#""id", "name", "organization_type", "ein", "mission_statement", "status", "keywords", "focus_areas", "ntee_codes", "city", "state", "annual_revenue", "website_url", "last_discovery_date", "created_at", "updated_at""#;
+    // Each writer copies profiles under new ids and statuses, archives some
+    // and deletes some, one statement at a time; readers count meanwhile.
+    let writers = (0..4).map(|w| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let sql = match i % 3 {
+                    0 => format!(
+                        r#"INSERT INTO "profiles" ({COLUMNS}) SELECT 'profile_w{w}x{i:03}' || substr("id", 9), "name", "organization_type", NULL, "mission_statement", CASE WHEN "status" = 'active' THEN 'draft' ELSE 'active' END, "keywords", "focus_areas", "ntee_codes", "city", "state", "annual_revenue", "website_url", "last_discovery_date", "created_at", "updated_at" FROM "profiles" WHERE "id" NOT LIKE 'profile_w%' ORDER BY "id" LIMIT 3"#
+                    ),
+                    1 => format!(
+                        r#"UPDATE "profiles" SET "status" = 'archived' WHERE "id" LIKE 'profile_w{w}x{:03}%'"#,
+                        i - 1
+                    ),
+                    _ => format!(
+                        r#"DELETE FROM "profiles" WHERE "id" IN (SELECT "id" FROM "profiles" WHERE "id" LIKE 'profile_w{w}x{:03}%' LIMIT 1)"#,
+                        i - 2
+                    ),
+                };
+                db.write.execute_unprepared(&sql).await.unwrap();
+            }
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    count(&db.read, &ProfileFilter::default()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(readers) {
+        task.await.unwrap();
+    }
+
+    let (counted, kept) = status_counts(&db).await;
+    assert_eq!(counted, kept, "after the concurrent writes");
+    let unarchived: i64 = counted
+        .iter()
+        .filter(|(status, _)| status != "archived")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        count(&db.read, &ProfileFilter::default()).await.unwrap(),
+        unarchived as u64
+    );
+    // 4 x 60 statements appended up to 240 rows; the reads folded them.
+    let rows = rows_len(&db, r#""profile_status_counts""#).await;
+    assert!(rows <= 64 + 4, "{rows} delta rows left unfolded");
+    db.close().await.unwrap();
+    test_db.cleanup().await;
 }
 
 async fn rows_len(db: &catalynx::db::Db, table: &str) -> i64 {
