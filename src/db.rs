@@ -31,6 +31,9 @@ use crate::config::DbConfig;
 const SQLITE_PAGE_SIZE: u32 = 16 * 1024;
 /// Default read pool on SQLite: readers are cheap in WAL mode.
 const SQLITE_READERS: u32 = 8;
+/// Rows sqlx's SQLite thread may queue for a statement's reader: a page of
+/// 500 profiles' first opportunities fits without the thread waiting.
+const SQLITE_ROW_BUFFER: usize = 1024;
 /// Default pool per replica on PostgreSQL; keep replicas x this under `max_connections`.
 const POSTGRES_CONNECTIONS: u32 = 10;
 /// Key of the PostgreSQL advisory lock that serialises migrations across replicas.
@@ -332,7 +335,12 @@ fn sqlite_options(config: &DbConfig, mode: OpenMode) -> anyhow::Result<SqliteCon
         .foreign_keys(true)
         .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms))
         .pragma("cache_size", format!("-{}", sqlite_cache_kib(config)))
-        .pragma("temp_store", "MEMORY");
+        .pragma("temp_store", "MEMORY")
+        // sqlx's SQLite thread hands each row to the async side through a
+        // channel of this many slots and sleeps when it is full: at its
+        // default of 50, a nested page of 50 x 5 rows put the thread to
+        // sleep and woke it again several times per statement.
+        .row_buffer_size(SQLITE_ROW_BUFFER);
     let mmap = sqlite_mmap_bytes(config, options.get_filename());
     let options = options.pragma("mmap_size", mmap.to_string());
     Ok(match mode {
