@@ -4,6 +4,8 @@
 //! and dropped with it, so nothing loaded for one caller reaches another.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
@@ -51,11 +53,57 @@ impl Loader<String> for ProfileLoader {
     }
 }
 
+/// A key part hashed once, when it is built. Loader keys are hashed by
+/// every map they pass through (the request's pending keys, its loaded
+/// values, a batch's groups): hashing whole filters and page arguments each
+/// time took about 5% of the CPU of an uncached page of 50 profiles.
+#[derive(Debug, Eq)]
+pub struct Hashed<T> {
+    hash: u64,
+    value: T,
+}
+
+impl<T: Hash> Hashed<T> {
+    pub fn new(value: T) -> Self {
+        let mut hasher = DefaultHasher::new();
+        value.hash(&mut hasher);
+        Self {
+            hash: hasher.finish(),
+            value,
+        }
+    }
+}
+
+impl<T> Deref for Hashed<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: PartialEq> PartialEq for Hashed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.value == other.value
+    }
+}
+
+impl<T> Hash for Hashed<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl<T: serde::Serialize> serde::Serialize for Hashed<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(serializer)
+    }
+}
+
 /// A profile's opportunity count under one filter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CountKey {
     pub profile_id: String,
-    pub filter: Arc<OpportunityFilter>,
+    pub filter: Arc<Hashed<OpportunityFilter>>,
 }
 
 /// Opportunity counts per profile (for `Profile.opportunitiesCount`).
@@ -135,7 +183,7 @@ impl NestedPageArgs {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PageKey {
     pub profile_id: String,
-    pub args: Arc<NestedPageArgs>,
+    pub args: Arc<Hashed<NestedPageArgs>>,
 }
 
 /// A fetched nested page; `Arc` because every clone of a loader value is shared.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use entity::{StringList, profile};
 
 use super::connection::{OrderDirection, PageInfo};
-use super::loaders::{CountKey, Loaders, NestedPageArgs, PageKey};
+use super::loaders::{CountKey, Hashed, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{
     OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
 };
@@ -115,7 +115,7 @@ impl Profile {
         let filter = OpportunityFilterInput::parse(filter).gql()?;
         let key = CountKey {
             profile_id: self.0.id.clone(),
-            filter: Arc::new(filter),
+            filter: Arc::new(Hashed::new(filter)),
         };
         ctx.data_unchecked::<Loaders>()
             .count(key)
@@ -161,7 +161,7 @@ impl Profile {
             .map_err(|e| e.as_ref().extend())?;
         let total = Total::Nested(CountKey {
             profile_id: self.0.id.clone(),
-            filter: Arc::new(args.filter.clone()),
+            filter: Arc::new(Hashed::new(args.filter.clone())),
         });
         Ok(OpportunityConnection::new(
             fetched.rows.clone(),
@@ -185,7 +185,7 @@ fn nested_page_args(
     first: Option<i32>,
     after: Option<String>,
     field: SelectionField<'_>,
-) -> AppResult<Arc<NestedPageArgs>> {
+) -> AppResult<Arc<Hashed<NestedPageArgs>>> {
     let filter = OpportunityFilterInput::parse(filter)?;
     let order = OpportunityOrder::parse(order_by);
     let page = PageRequest::new(
@@ -197,12 +197,12 @@ fn nested_page_args(
         api.config.max_page_size,
     )?;
     let columns = node_columns(field, &opportunities::sort_keys(&order));
-    Ok(Arc::new(NestedPageArgs {
+    Ok(Arc::new(Hashed::new(NestedPageArgs {
         filter,
         order,
         page,
         columns,
-    }))
+    })))
 }
 
 /// One argument of a looked-ahead field, parsed into its input type.
@@ -234,8 +234,9 @@ async fn prefetch_nested(ctx: &Context<'_>, loaders: &Loaders, ids: &[String]) -
     for node in [look.field("nodes"), look.field("edges").field("node")] {
         for field in node.field("opportunitiesCount").selection_fields() {
             let args = field.arguments()?;
-            let filter =
-                Arc::new(OpportunityFilterInput::parse(argument(&args, "filter").gql()?).gql()?);
+            let filter = Arc::new(Hashed::new(
+                OpportunityFilterInput::parse(argument(&args, "filter").gql()?).gql()?,
+            ));
             count_keys.extend(ids.iter().map(|id| CountKey {
                 profile_id: id.clone(),
                 filter: filter.clone(),
@@ -253,7 +254,7 @@ async fn prefetch_nested(ctx: &Context<'_>, loaders: &Loaders, ids: &[String]) -
             )
             .gql()?;
             if Lookahead::from(field).field("totalCount").exists() {
-                let filter = Arc::new(page.filter.clone());
+                let filter = Arc::new(Hashed::new(page.filter.clone()));
                 count_keys.extend(ids.iter().map(|id| CountKey {
                     profile_id: id.clone(),
                     filter: filter.clone(),
@@ -520,7 +521,7 @@ impl ProfileQuery {
             .gql()?;
         let loaders = ctx.data_unchecked::<Loaders>();
         if by_count {
-            let all = Arc::new(OpportunityFilter::default());
+            let all = Arc::new(Hashed::new(OpportunityFilter::default()));
             loaders
                 .counts
                 .feed_many(counts.iter().map(|(id, n)| {
