@@ -535,17 +535,28 @@ impl ProfileQuery {
                 }))
                 .await;
         }
-        // Nested `opportunity { profile }` fields find these without a query.
-        loaders
-            .profiles
-            .feed_many(fetched.rows.iter().map(|p| (p.id.clone(), p.clone())))
-            .await;
+        // Nested `opportunity { profile }` fields find these without a
+        // query. Fed only for such a field: each costs a copy of the row.
+        if selects(ctx.field(), "profile") {
+            loaders
+                .profiles
+                .feed_many(fetched.rows.iter().map(|p| (p.id.clone(), p.clone())))
+                .await;
+        }
         let ids: Vec<String> = fetched.rows.iter().map(|p| p.id.clone()).collect();
         prefetch_nested(ctx, loaders, &ids).await?;
         Ok(ProfileConnection::new(
             fetched, &keys, &request, &counts, filter,
         ))
     }
+}
+
+/// Whether a field named `name` appears anywhere under `field`, through
+/// fragments too.
+fn selects(field: SelectionField<'_>, name: &str) -> bool {
+    field
+        .selection_set()
+        .any(|f| f.name() == name || selects(f, name))
 }
 
 /// A cached root page: its rows and, when sorted by count, their counts.

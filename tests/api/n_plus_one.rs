@@ -6,7 +6,9 @@ use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, seed, spawn_with};
 
-const NESTED_PAGE: &str = "query($n: Int!) { profiles(first: $n) { totalCount nodes { opportunitiesCount opportunities(first: 5) { nodes { id profile { name } } } } } }";
+/// The parent is asked for through a fragment: the list hands its rows to
+/// the parent loader only when the query reads them, and must see it there.
+const NESTED_PAGE: &str = "query($n: Int!) { profiles(first: $n) { totalCount nodes { opportunitiesCount opportunities(first: 5) { nodes { id ...Parent } } } } } fragment Parent on Opportunity { profile { name } }";
 
 /// Statements sent for the nested page at each size, checking the data too.
 async fn statements_per_page(app: &TestApp, sizes: &[i64]) -> Vec<u64> {
