@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{
-    ComplexObject, Context, ErrorExtensions, ID, InputObject, MaybeUndefined, Object, Result,
-    SelectionField, SimpleObject,
+    Context, ErrorExtensions, ID, InputObject, MaybeUndefined, Object, Result, SelectionField,
 };
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{StringList, opportunity};
@@ -316,20 +315,37 @@ pub enum Total {
     Nested(CountKey),
 }
 
-/// A page of opportunities (Relay connection).
-#[derive(SimpleObject)]
-#[graphql(complex, cache_control(max_age = 10))]
+/// A fetched page of opportunities, with what its `pageInfo` needs.
 pub struct OpportunityConnection {
-    /// The opportunities with their cursors.
     edges: Vec<OpportunityEdge>,
-    /// Where this page sits in the list.
-    page_info: PageInfo,
-    #[graphql(skip)]
+    /// Walked backwards (`last`/`before`).
+    backward: bool,
+    /// More rows beyond the page in the walking direction.
+    has_more: bool,
+    /// The page started from a cursor.
+    from_cursor: bool,
     total: Total,
 }
 
-#[ComplexObject]
+/// A page of opportunities (Relay connection).
+#[Object(cache_control(max_age = 10))]
 impl OpportunityConnection {
+    /// The opportunities with their cursors.
+    async fn edges(&self) -> &[OpportunityEdge] {
+        &self.edges
+    }
+    /// Where this page sits in the list.
+    // Its cursors are encoded only when asked for, as the edges' are.
+    async fn page_info(&self) -> PageInfo {
+        let ends: Vec<String> = self
+            .edges
+            .first()
+            .into_iter()
+            .chain(self.edges.last())
+            .map(|edge| cursor(&edge.node.0, &edge.keys))
+            .collect();
+        PageInfo::new(&ends, self.backward, self.has_more, self.from_cursor)
+    }
     /// The opportunities of this page.
     async fn nodes(&self) -> Vec<&Opportunity> {
         self.edges.iter().map(|e| &e.node).collect()
@@ -366,13 +382,6 @@ impl OpportunityConnection {
         request: &PageRequest,
         total: Total,
     ) -> Self {
-        // The page's first and last cursors, for pageInfo.
-        let ends: Vec<String> = rows
-            .first()
-            .into_iter()
-            .chain(rows.last())
-            .map(|row| cursor(row, keys))
-            .collect();
         let keys: Arc<[SortKey]> = keys.into();
         let edges: Vec<OpportunityEdge> = rows
             .into_iter()
@@ -382,8 +391,10 @@ impl OpportunityConnection {
             })
             .collect();
         Self {
-            page_info: PageInfo::new(&ends, request.backward, has_more, request.cursor.is_some()),
             edges,
+            backward: request.backward,
+            has_more,
+            from_cursor: request.cursor.is_some(),
             total,
         }
     }
