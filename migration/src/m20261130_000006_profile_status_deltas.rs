@@ -45,18 +45,22 @@ const UP: &[&str] = &[
         END IF;
         RETURN NULL;
     END $$"#,
-    r#"CREATE OR REPLACE TRIGGER "profiles_count_insert" AFTER INSERT ON "profiles"
+    r#"DROP TRIGGER IF EXISTS "profiles_count_insert" ON "profiles""#,
+    r#"CREATE TRIGGER "profiles_count_insert" AFTER INSERT ON "profiles"
         REFERENCING NEW TABLE AS "new_rows"
         FOR EACH STATEMENT EXECUTE FUNCTION "profile_status_deltas"()"#,
-    r#"CREATE OR REPLACE TRIGGER "profiles_count_delete" AFTER DELETE ON "profiles"
+    r#"DROP TRIGGER IF EXISTS "profiles_count_delete" ON "profiles""#,
+    r#"CREATE TRIGGER "profiles_count_delete" AFTER DELETE ON "profiles"
         REFERENCING OLD TABLE AS "old_rows"
         FOR EACH STATEMENT EXECUTE FUNCTION "profile_status_deltas"()"#,
     // Transition tables rule out `UPDATE OF "status"`: every update
     // statement runs it, and appends a row only when a status changed.
-    r#"CREATE OR REPLACE TRIGGER "profiles_count_update" AFTER UPDATE ON "profiles"
+    r#"DROP TRIGGER IF EXISTS "profiles_count_update" ON "profiles""#,
+    r#"CREATE TRIGGER "profiles_count_update" AFTER UPDATE ON "profiles"
         REFERENCING OLD TABLE AS "old_rows" NEW TABLE AS "new_rows"
         FOR EACH STATEMENT EXECUTE FUNCTION "profile_status_deltas"()"#,
-    r#"CREATE OR REPLACE TRIGGER "profiles_count_truncate" AFTER TRUNCATE ON "profiles"
+    r#"DROP TRIGGER IF EXISTS "profiles_count_truncate" ON "profiles""#,
+    r#"CREATE TRIGGER "profiles_count_truncate" AFTER TRUNCATE ON "profiles"
         FOR EACH STATEMENT EXECUTE FUNCTION "profile_status_deltas"()"#,
 ];
 
