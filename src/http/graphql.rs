@@ -219,18 +219,10 @@ impl Outcome {
         }
     }
 
-    /// A single response's body. Written straight from async-graphql's
-    /// values unless `data` must go: through a `serde_json::Value` tree, a
-    /// 22 kB page cost a map and a key string per object, twice.
-    fn body(&self) -> Vec<u8> {
-        if !self.request_error
-            && let Ok(body) = serde_json::to_vec(&self.response)
-        {
-            return body;
-        }
-        serde_json::to_vec(&self.json()).expect("JSON values serialise")
-    }
-
+    /// The response as JSON. Through a `serde_json::Value`, whose maps keep
+    /// their keys sorted: async-graphql orders an object's keys as its
+    /// fields finish, so the same answer written straight from its values
+    /// came out in different orders, under different ETags.
     fn json(&self) -> Value {
         if let Some(stored) = &self.cached {
             // Only a batch takes this path: its items are merged as values.
@@ -477,7 +469,8 @@ async fn single(
     let (body, tag) = match &outcome.cached {
         Some(stored) => (stored.body.clone(), Some(stored.etag.clone())),
         None => {
-            let body = Bytes::from(outcome.body());
+            let body =
+                Bytes::from(serde_json::to_vec(&outcome.json()).expect("JSON values serialise"));
             let tag = matches!(cacheability, Cacheability::Read(_)).then(|| caching::etag(&body));
             (body, tag)
         }
