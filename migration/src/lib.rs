@@ -28,6 +28,23 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Runs `statements` in order on a `backend` database; on the other, nothing
+/// (for migrations that only one backend needs).
+async fn run_on(
+    manager: &SchemaManager<'_>,
+    backend: sea_orm_migration::sea_orm::DatabaseBackend,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() != backend {
+        return Ok(());
+    }
+    let db = manager.get_connection();
+    for sql in statements {
+        db.execute_unprepared(sql).await?;
+    }
+    Ok(())
+}
+
 /// `column IN ('a', 'b', ...)`, for CHECK constraints over enumerated text.
 fn one_of<C: IntoIden + 'static>(column: C, values: &[&str]) -> SimpleExpr {
     Expr::col(column).is_in(values.iter().copied())

@@ -41,24 +41,13 @@ const DOWN: &[&str] = &[
     r#"DROP TABLE IF EXISTS "profile_status_counts""#,
 ];
 
-async fn run(manager: &SchemaManager<'_>, statements: &[&str]) -> Result<(), DbErr> {
-    if manager.get_database_backend() != DatabaseBackend::Sqlite {
-        return Ok(());
-    }
-    let db = manager.get_connection();
-    for sql in statements {
-        db.execute_unprepared(sql).await?;
-    }
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, UP).await
+        crate::run_on(manager, DatabaseBackend::Sqlite, UP).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, DOWN).await
+        crate::run_on(manager, DatabaseBackend::Sqlite, DOWN).await
     }
 }
