@@ -13,7 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    EDITOR_KEY, READER_KEY, TestApp, create_profile, seed, spawn_app, spawn_http_app,
+    Backend, EDITOR_KEY, READER_KEY, TestApp, create_profile, seed, spawn_app, spawn_http_app,
+    spawn_with,
 };
 
 const GRJ: &str = "application/graphql-response+json";
@@ -551,6 +552,67 @@ async fn etags_answer_304_for_post_and_get_and_change_after_a_mutation() {
     assert_ne!(header_of(changed.headers(), "etag"), Some(etag.as_str()));
     let body: Value = changed.json().await.unwrap();
     assert_eq!(body["data"]["profiles"]["totalCount"], 2);
+    app.finish().await;
+}
+
+/// With the resolver cache off every answer is built anew, its fields
+/// finishing in whatever order they do: the bytes, and so the ETag, must
+/// not depend on it.
+#[tokio::test]
+async fn concurrent_identical_queries_get_identical_bytes() {
+    let cache = catalynx::config::CacheConfig {
+        cache_enabled: false,
+        ..Default::default()
+    };
+    let app = spawn_with(
+        Backend::Sqlite,
+        catalynx::config::ApiConfig::default(),
+        cache,
+    )
+    .await
+    .expect("SQLite is always there");
+    seed(&app, 40, 6).await;
+    let query = "{ profiles(first: 40) { totalCount nodes { name opportunitiesCount \
+                 opportunities(first: 5) { totalCount nodes { organizationName overallScore } } } } }";
+    // Orders vary with timing: several rounds of concurrent requests.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.extend(
+            futures_util::future::join_all((0..32).map(|_| async {
+                let response = post(&app, GRJ, json!({ "query": query })).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let etag = header_of(response.headers(), "etag").unwrap().to_owned();
+                (etag, response.bytes().await.unwrap())
+            }))
+            .await,
+        );
+    }
+    let (etag, body) = &answers[0];
+    let parsed: Value = serde_json::from_slice(body).unwrap();
+    let nodes = parsed["data"]["profiles"]["nodes"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(nodes > 30, "{parsed}");
+    assert_eq!(parsed["data"]["profiles"]["totalCount"], nodes);
+    for (other_etag, other_body) in &answers[1..] {
+        if let Some(at) = (0..body.len().min(other_body.len())).find(|&i| body[i] != other_body[i])
+        {
+            let around = |b: &[u8]| {
+                String::from_utf8_lossy(&b[at.saturating_sub(80)..])
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+            };
+            panic!(
+                "bodies differ at byte {at}:\n{}\n{}",
+                around(body),
+                around(other_body)
+            );
+        }
+        assert_eq!(other_body.len(), body.len());
+        assert_eq!(other_etag, etag);
+    }
     app.finish().await;
 }
 
