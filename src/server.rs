@@ -19,6 +19,7 @@ use crate::cache::Cache;
 use crate::config::{ApiConfig, HttpConfig, ServeConfig};
 use crate::db::Db;
 use crate::graphql::ApiContext;
+use crate::graphql::limits::{self, RequestLimits};
 use crate::graphql::loaders::Loaders;
 use crate::graphql::schema::{self, AppSchema};
 use crate::http::apq::PersistedQueries;
@@ -33,6 +34,7 @@ pub struct AppState {
 
 struct Shared {
     schema: AppSchema,
+    limits: RequestLimits,
     db: Db,
     cache: Cache,
     batching: bool,
@@ -60,6 +62,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Shared {
                 schema,
+                limits: schema::limits(&api),
                 availability: Availability::watch(&db),
                 db,
                 cache,
@@ -129,10 +132,15 @@ impl AppState {
         request: async_graphql::Request,
         principal: &Principal,
     ) -> async_graphql::Response {
-        let request = request
+        let mut request = request
             .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
             .data(principal.clone());
-        self.inner.schema.execute(request).await
+        if let Err(error) = self.inner.limits.check(&mut request) {
+            return async_graphql::Response::from_errors(vec![error]);
+        }
+        let mut response = self.inner.schema.execute(request).await;
+        limits::code_errors(&mut response);
+        response
     }
 }
 

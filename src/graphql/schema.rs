@@ -4,7 +4,7 @@ use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use super::ApiContext;
 use super::cache_stats::CacheStatsQuery;
-use super::limits::RequestLimits;
+use super::limits::{RECURSION_DEPTH, RequestLimits};
 use super::opportunity::{OpportunityMutation, OpportunityQuery};
 use super::profile::{ProfileMutation, ProfileQuery};
 use crate::config::ApiConfig;
@@ -28,12 +28,7 @@ pub fn build(config: &ApiConfig, context: Option<ApiContext>) -> AppSchema {
     )
     .limit_depth(config.max_depth)
     .limit_complexity(config.max_complexity)
-    .extension(RequestLimits {
-        max_root_fields: config.max_root_fields,
-        // Every field costs at least 1: a document over this would fail the
-        // complexity check anyway, after far more work.
-        max_expanded_fields: config.max_complexity,
-    });
+    .limit_recursive_depth(RECURSION_DEPTH);
     if config.disable_introspection {
         builder = builder.disable_introspection();
     }
@@ -41,6 +36,17 @@ pub fn build(config: &ApiConfig, context: Option<ApiContext>) -> AppSchema {
         builder = builder.data(context);
     }
     builder.finish()
+}
+
+/// What [`RequestLimits::check`] measures a document against before the
+/// schema runs it.
+pub fn limits(config: &ApiConfig) -> RequestLimits {
+    RequestLimits {
+        max_root_fields: config.max_root_fields,
+        // Every field costs at least 1: a document over this would fail the
+        // complexity check anyway, after far more work.
+        max_expanded_fields: config.max_complexity,
+    }
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
