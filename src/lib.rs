@@ -111,9 +111,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// mimalloc for Rust and, through `override`, for the bundled SQLite too:
-/// glibc's malloc (arena locks, `malloc_consolidate`) was the largest single
-/// cost of an uncached page, where every row's values are copied out of
-/// SQLite. Measured with `cargo bench --bench load`: see README "Performance".
+/// jemalloc for Rust and, through its unprefixed `malloc`, for the bundled
+/// SQLite too: glibc's malloc (arena locks, `malloc_consolidate`) was the
+/// largest single cost of an uncached page, where every row's values are
+/// copied out of the database. mimalloc, used before, spent a quarter of the
+/// server's CPU on PostgreSQL pages collecting frees made on other threads
+/// (tokio moves tasks between workers); with jemalloc, alternating runs of
+/// `cargo bench --bench load` gave scenario 1 on PostgreSQL 751, 689 ->
+/// 870, 924 req/s, on SQLite 1152, 1198 -> 1355, 1394.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
