@@ -1,6 +1,25 @@
 //! Relay connection pieces shared by every list.
 
-use async_graphql::SimpleObject;
+use async_graphql::{SelectionField, SimpleObject};
+
+/// The fields a connection field's selection asks of its nodes, under
+/// `nodes` and `edges.node` (through fragments too); `totalCount`,
+/// `pageInfo` and the edges' cursors read nothing of them.
+pub fn node_fields<'a>(connection: SelectionField<'a>) -> Vec<SelectionField<'a>> {
+    let mut fields = Vec::new();
+    for part in connection.selection_set() {
+        match part.name() {
+            "nodes" => fields.extend(part.selection_set()),
+            "edges" => {
+                for node in part.selection_set().filter(|f| f.name() == "node") {
+                    fields.extend(node.selection_set());
+                }
+            }
+            _ => {}
+        }
+    }
+    fields
+}
 
 /// Where a page sits in its list.
 #[derive(SimpleObject, Clone, Debug)]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{StringList, opportunity};
 
 use super::ApiContext;
-use super::connection::{OrderDirection, PageInfo};
+use super::connection::{OrderDirection, PageInfo, node_fields};
 use super::loaders::{CountKey, Loaders};
 use super::profile::{Profile, apply, parse_batch, parse_search, stored_enum};
 use crate::auth::{Role, RoleGuard};
@@ -32,29 +32,14 @@ pub struct Opportunity(pub opportunity::Model);
 /// of `Opportunity` is one column (`profile` is `profile_id`); a field that
 /// is none selects every column.
 pub fn node_columns(connection: SelectionField<'_>, keys: &[SortKey]) -> ColumnSet {
-    let mut set = ColumnSet::keys().with_sort_keys(keys);
-    for part in connection.selection_set() {
-        let nodes: Vec<SelectionField<'_>> = match part.name() {
-            "nodes" => vec![part],
-            "edges" => part
-                .selection_set()
-                .filter(|f| f.name() == "node")
-                .collect(),
-            // totalCount, pageInfo, __typename: nothing of the rows.
-            _ => continue,
-        };
-        for field in nodes.iter().flat_map(|node| node.selection_set()) {
-            set = match field.name() {
-                "__typename" => set,
-                "profile" => set.with(opportunity::Column::ProfileId),
-                name => match name.parse::<opportunity::Column>() {
-                    Ok(column) => set.with(column),
-                    Err(_) => return ColumnSet::all(),
-                },
-            };
-        }
-    }
-    set
+    node_fields(connection).into_iter().fold(
+        ColumnSet::keys().with_sort_keys(keys),
+        |set, field| match field.name() {
+            "__typename" => set,
+            "profile" => set.with(opportunity::Column::ProfileId),
+            name => set.with_field(name),
+        },
+    )
 }
 
 /// A prospective funder or grant found for one profile, moved through the

@@ -10,7 +10,7 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use entity::{StringList, profile};
 
-use super::connection::{OrderDirection, PageInfo};
+use super::connection::{OrderDirection, PageInfo, node_fields};
 use super::loaders::{CountKey, Hashed, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{
     OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
@@ -25,7 +25,7 @@ use crate::domain::{
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{self, OpportunityFilter};
 use crate::store::page::{self, PageRequest, SortKey};
-use crate::store::profiles::{self, ProfileFilter, ProfileOrderField};
+use crate::store::profiles::{self, ProfileColumns, ProfileFilter, ProfileOrderField};
 use crate::store::{bulk, new_id, now};
 
 /// Longest free-text search accepted.
@@ -506,17 +506,32 @@ impl ProfileQuery {
         } else {
             &[Tag::Profiles]
         };
+        // Nested `opportunity { profile }` fields find these rows without a
+        // query: whole rows then, each copied. Otherwise only the columns
+        // the nodes and cursors read.
+        let feeds_parent = selects(ctx.field(), "profile");
+        let columns = if feeds_parent {
+            ProfileColumns::all()
+        } else {
+            profile_columns(ctx.field(), &keys)
+        };
         let CachedProfilePage { fetched, counts } = api
             .cache
-            .get_or_load("profiles", &(&filter, &order, &request), tags, || async {
-                let fetched = profiles::page(&api.db.read, &filter, &keys, &request).await?;
-                let counts = if by_count {
-                    page_counts(api, &fetched.rows).await?
-                } else {
-                    HashMap::new()
-                };
-                Ok(CachedProfilePage { fetched, counts })
-            })
+            .get_or_load(
+                "profiles",
+                &(&filter, &order, &request, columns),
+                tags,
+                || async {
+                    let fetched =
+                        profiles::page(&api.db.read, &filter, &keys, &request, columns).await?;
+                    let counts = if by_count {
+                        page_counts(api, &fetched.rows).await?
+                    } else {
+                        HashMap::new()
+                    };
+                    Ok(CachedProfilePage { fetched, counts })
+                },
+            )
             .await
             .gql()?;
         let loaders = ctx.data_unchecked::<Loaders>();
@@ -535,9 +550,7 @@ impl ProfileQuery {
                 }))
                 .await;
         }
-        // Nested `opportunity { profile }` fields find these without a
-        // query. Fed only for such a field: each costs a copy of the row.
-        if selects(ctx.field(), "profile") {
+        if feeds_parent {
             loaders
                 .profiles
                 .feed_many(fetched.rows.iter().map(|p| (p.id.clone(), p.clone())))
@@ -549,6 +562,27 @@ impl ProfileQuery {
             fetched, &keys, &request, &counts, filter,
         ))
     }
+}
+
+/// The profile columns that a connection field's selection reads under
+/// `nodes` and `edges.node`, with those its cursors read. Every field of
+/// `Profile` is one column but for the nested opportunity fields, which
+/// need only the id (always selected); a field that is none selects every
+/// column.
+fn profile_columns(connection: SelectionField<'_>, keys: &[SortKey]) -> ProfileColumns {
+    // The count key is no column: its values come with the page's counts.
+    let set = keys.iter().fold(ProfileColumns::none(), |set, key| {
+        match key.name.parse::<profile::Column>() {
+            Ok(column) => set.with(column),
+            Err(_) => set,
+        }
+    });
+    node_fields(connection)
+        .into_iter()
+        .fold(set, |set, field| match field.name() {
+            "__typename" | "opportunitiesCount" | "opportunities" => set,
+            name => set.with_field(name),
+        })
 }
 
 /// Whether a field named `name` appears anywhere under `field`, through

@@ -1,6 +1,7 @@
 //! Database access as plain `async fn`s over a connection, usable without GraphQL.
 
 pub mod bulk;
+pub mod columns;
 pub mod listings;
 pub mod opportunities;
 pub mod page;

@@ -10,13 +10,14 @@ use entity::opportunity;
 use sea_orm::sea_query::{Asterisk, Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, Iterable, PaginatorTrait, QueryFilter, QueryResult,
-    QuerySelect, Statement, Value,
+    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QueryResult, QuerySelect,
+    Statement, Value,
 };
 use serde::Serialize;
 
 use crate::domain::{DbEnum, FundingSource, Priority, Stage};
 use crate::error::AppError;
+use crate::store::columns::Columns;
 use crate::store::page::{self, Fetched, PageRequest, SortKey, SortKind, SortValue};
 use crate::store::{IDS_PER_STATEMENT, in_ids, like_pattern};
 
@@ -222,46 +223,15 @@ pub fn sort_values(model: &opportunity::Model, keys: &[SortKey]) -> Vec<SortValu
         .collect()
 }
 
-/// A set of opportunity columns: those a nested page selects. Rows read
-/// with fewer than all columns hold placeholders in the others, so a set
-/// must cover every field its rows will be asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct ColumnSet(u32);
+/// The opportunity columns a page selects (see [`Columns`]).
+pub type ColumnSet = Columns<opportunity::Column>;
 
 impl ColumnSet {
-    pub fn all() -> Self {
-        opportunity::Column::iter().fold(Self(0), |set, c| set.with(c))
-    }
-
     /// The columns every page needs: the row's identity and its parent.
     pub fn keys() -> Self {
-        Self(0)
+        Self::none()
             .with(opportunity::Column::Id)
             .with(opportunity::Column::ProfileId)
-    }
-
-    pub fn with(self, column: opportunity::Column) -> Self {
-        Self(self.0 | 1 << Self::bit(column))
-    }
-
-    /// Adds the columns a cursor under `keys` reads.
-    pub fn with_sort_keys(self, keys: &[SortKey]) -> Self {
-        keys.iter().fold(self, |set, key| {
-            match key.name.parse::<opportunity::Column>() {
-                Ok(column) => set.with(column),
-                Err(_) => Self::all(),
-            }
-        })
-    }
-
-    /// The columns in the entity's order (the order they are selected in).
-    pub fn columns(self) -> impl Iterator<Item = opportunity::Column> {
-        opportunity::Column::iter().filter(move |c| self.0 & 1 << Self::bit(*c) != 0)
-    }
-
-    /// The column's place in the entity (its variant's discriminant).
-    fn bit(column: opportunity::Column) -> u32 {
-        column as u32
     }
 }
 

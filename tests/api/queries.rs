@@ -732,6 +732,111 @@ on_both!(
     nested_rows_hold_every_field_asked_for
 );
 
+/// Profile pages read only the columns their selection asks for: every
+/// field of `Profile`, asked alone (under `nodes`, or under `edges.node`
+/// through a fragment), answers as the whole row does, which `profile(id:)`
+/// reads; and pages that select only ids resume after their cursors in every
+/// order as one page twice their size does.
+async fn profile_rows_hold_every_field_asked_for(app: &TestApp) {
+    seed(app, 30, 3).await;
+    let fields = app
+        .data(
+            r#"{ __type(name: "Profile") { fields { name } } }"#,
+            Value::Null,
+        )
+        .await;
+    let fields: Vec<String> = fields["__type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(fields.len() >= 18, "{fields:?}");
+    for field in fields {
+        let selection = if field == "opportunities" {
+            "opportunities { totalCount }".to_owned()
+        } else {
+            field.clone()
+        };
+        let query = format!(
+            "{{ a: profiles(first: 20) {{ nodes {{ id {selection} }} }}
+                b: profiles(first: 20, orderBy: [{{field: NAME}}]) {{ edges {{ node {{ id ...F }} }} }} }}
+            fragment F on Profile {{ {selection} }}"
+        );
+        let data = app.data(&query, Value::Null).await;
+        let mut rows: Vec<Value> = data["a"]["nodes"].as_array().unwrap().clone();
+        rows.extend(
+            data["b"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"].clone()),
+        );
+        assert_eq!(rows.len(), 40, "{field}");
+        assert!(
+            rows.iter()
+                .any(|v| v[&field] != Value::Null && v[&field] != json!([])),
+            "{field}: no row has a value: {data}"
+        );
+        for chunk in rows.chunks(20) {
+            let whole = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    format!(
+                        r#"p{i}: profile(id: "{}") {{ id {selection} }}"#,
+                        row["id"].as_str().unwrap()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let whole = app.data(&format!("{{ {whole} }}"), Value::Null).await;
+            for (i, row) in chunk.iter().enumerate() {
+                assert_eq!(row, &whole[format!("p{i}")], "{field}");
+            }
+        }
+    }
+    for order in [
+        "UPDATED_AT",
+        "NAME",
+        "CREATED_AT",
+        "ANNUAL_REVENUE",
+        "OPPORTUNITIES_COUNT",
+    ] {
+        let ids = |page: &Value| -> Vec<String> {
+            page["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let query = format!(
+            "query($after: String, $n: Int) {{ profiles(first: $n, after: $after, orderBy: [{{field: {order}}}]) {{
+                pageInfo {{ endCursor }} nodes {{ id }} }} }}"
+        );
+        let first = app.data(&query, json!({ "n": 7 })).await;
+        let after = first["profiles"]["pageInfo"]["endCursor"].clone();
+        let second = app.data(&query, json!({ "n": 7, "after": after })).await;
+        let whole = app
+            .data(
+                &format!(
+                    "{{ profiles(first: 14, orderBy: [{{field: {order}}}]) {{ nodes {{ id name city \
+                     createdAt updatedAt annualRevenue opportunitiesCount }} }} }}"
+                ),
+                Value::Null,
+            )
+            .await;
+        let mut walked = ids(&first["profiles"]);
+        walked.extend(ids(&second["profiles"]));
+        assert_eq!(walked, ids(&whole["profiles"]), "{order}");
+    }
+}
+on_both!(
+    profile_rows_hold_every_field_asked_for_,
+    profile_rows_hold_every_field_asked_for
+);
+
 /// Every edge's cursor (encoded only when asked for) starts the next page
 /// right after its row, and pageInfo's cursors are the first and last edges'.
 async fn opportunity_edge_cursors_resume_after_their_row(app: &TestApp) {
