@@ -3,11 +3,13 @@
 //! number of statements whatever its size. They are created for each request
 //! and dropped with it, so nothing loaded for one caller reaches another.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use async_graphql::Pos;
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use entity::{opportunity, profile};
 
@@ -280,6 +282,9 @@ pub struct Loaders {
     pub pages: DataLoader<PageLoader, HashMapCache>,
     /// False for the N+1 baseline: every parent loads on its own.
     pub batching: bool,
+    /// What a field of the document builds from its arguments and
+    /// selection, by the field's place in the document and the type built.
+    per_field: Mutex<HashMap<(Pos, TypeId), Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Loaders {
@@ -314,7 +319,37 @@ impl Loaders {
                 HashMapCache::default(),
             ),
             batching,
+            per_field: Mutex::default(),
         }
+    }
+
+    /// The value `build` makes for the field at `pos`, built once per
+    /// request: the siblings of a page (every profile's `opportunities`)
+    /// ask with the same arguments and selection, so parsing, hashing and
+    /// sort keys need not be made again for each. A field's place fixes
+    /// both within one request (a fragment's fields have one place and one
+    /// text); a failed build is not kept.
+    pub fn per_field<T: Send + Sync + 'static>(
+        &self,
+        pos: Pos,
+        build: impl FnOnce() -> Result<T, AppError>,
+    ) -> Result<Arc<T>, AppError> {
+        let key = (pos, TypeId::of::<T>());
+        let found = self
+            .per_field
+            .lock()
+            .expect("not poisoned")
+            .get(&key)
+            .cloned();
+        if let Some(found) = found.and_then(|v| v.downcast::<T>().ok()) {
+            return Ok(found);
+        }
+        let built = Arc::new(build()?);
+        self.per_field
+            .lock()
+            .expect("not poisoned")
+            .insert(key, built.clone());
+        Ok(built)
     }
 
     pub async fn profile(&self, id: &str) -> Result<Option<profile::Model>, LoadError> {

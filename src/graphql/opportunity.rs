@@ -363,11 +363,10 @@ impl OpportunityConnection {
     pub fn new(
         rows: Vec<opportunity::Model>,
         has_more: bool,
-        keys: &[SortKey],
+        keys: Arc<[SortKey]>,
         request: &PageRequest,
         total: Total,
     ) -> Self {
-        let keys: Arc<[SortKey]> = keys.into();
         let edges: Vec<OpportunityEdge> = rows
             .into_iter()
             .map(|o| OpportunityEdge {
@@ -446,7 +445,7 @@ impl OpportunityQuery {
         Ok(OpportunityConnection::new(
             fetched.rows,
             fetched.has_more,
-            &keys,
+            keys.into(),
             &request,
             Total::Filter(filter),
         ))

@@ -112,15 +112,17 @@ impl Profile {
             OpportunityFilterInput,
         >,
     ) -> Result<u64> {
-        let filter = OpportunityFilterInput::parse(filter).gql()?;
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let filter = loaders
+            .per_field(ctx.item.pos, || {
+                Ok(Hashed::new(OpportunityFilterInput::parse(filter)?))
+            })
+            .gql()?;
         let key = CountKey {
             profile_id: self.0.id.clone(),
-            filter: Arc::new(Hashed::new(filter)),
+            filter,
         };
-        ctx.data_unchecked::<Loaders>()
-            .count(key)
-            .await
-            .map_err(|e| e.as_ref().extend())
+        loaders.count(key).await.map_err(|e| e.as_ref().extend())
     }
 
     /// This profile's opportunities, best score first unless ordered otherwise.
@@ -141,36 +143,50 @@ impl Profile {
         #[graphql(desc = "Page size (default 20).")] first: Option<i32>,
         #[graphql(desc = "Start after this cursor.")] after: Option<String>,
     ) -> Result<OpportunityConnection> {
-        let args = nested_page_args(
-            ApiContext::of(ctx),
-            filter,
-            order_by,
-            first,
-            after,
-            ctx.field(),
-        )
-        .gql()?;
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let nested = loaders
+            .per_field(ctx.item.pos, || {
+                let args = nested_page_args(
+                    ApiContext::of(ctx),
+                    filter,
+                    order_by,
+                    first,
+                    after,
+                    ctx.field(),
+                )?;
+                Ok(NestedField {
+                    keys: args.keys().into(),
+                    count_filter: Arc::new(Hashed::new(args.filter.clone())),
+                    args,
+                })
+            })
+            .gql()?;
         let key = PageKey {
             profile_id: self.0.id.clone(),
-            args: args.clone(),
+            args: nested.args.clone(),
         };
-        let fetched = ctx
-            .data_unchecked::<Loaders>()
-            .page(key)
-            .await
-            .map_err(|e| e.as_ref().extend())?;
+        let fetched = loaders.page(key).await.map_err(|e| e.as_ref().extend())?;
         let total = Total::Nested(CountKey {
             profile_id: self.0.id.clone(),
-            filter: Arc::new(Hashed::new(args.filter.clone())),
+            filter: nested.count_filter.clone(),
         });
         Ok(OpportunityConnection::new(
             fetched.rows.clone(),
             fetched.has_more,
-            &args.keys(),
-            &args.page,
+            nested.keys.clone(),
+            &nested.args.page,
             total,
         ))
     }
+}
+
+/// What the profiles of a page share for one `opportunities` field.
+struct NestedField {
+    args: Arc<Hashed<NestedPageArgs>>,
+    /// The page's sort keys, shared by its edges.
+    keys: Arc<[SortKey]>,
+    /// The page's filter, for its `totalCount`.
+    count_filter: Arc<Hashed<OpportunityFilter>>,
 }
 
 /// Default size of a profile's nested opportunities page.
