@@ -129,15 +129,15 @@ impl AppState {
     /// (`Cache::sync`): with Redis, one round trip fewer.
     pub(crate) async fn execute_synced(
         &self,
-        request: async_graphql::Request,
+        mut request: async_graphql::Request,
         principal: &Principal,
     ) -> async_graphql::Response {
-        let mut request = request
-            .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
-            .data(principal.clone());
         if let Err(error) = self.inner.limits.check(&mut request) {
             return async_graphql::Response::from_errors(vec![error]);
         }
+        let request = request
+            .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
+            .data(principal.clone());
         let mut response = self.inner.schema.execute(request).await;
         limits::code_errors(&mut response);
         response

@@ -653,24 +653,29 @@ async fn nested_lists_are_per_profile(app: &TestApp) {
 }
 on_both!(nested_lists_are_per_profile_, nested_lists_are_per_profile);
 
+/// The names of an object type's fields, by introspection.
+async fn field_names(app: &TestApp, type_name: &str) -> Vec<String> {
+    let data = app
+        .data(
+            "query($t: String!) { __type(name: $t) { fields { name } } }",
+            json!({ "t": type_name }),
+        )
+        .await;
+    data["__type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Nested pages read only the columns their selection asks for: every field
 /// of `Opportunity`, asked alone (under `nodes`, or under `edges.node`
 /// through a fragment, in two orders), answers as the whole row does, which
 /// `opportunity(id:)` reads.
 async fn nested_rows_hold_every_field_asked_for(app: &TestApp) {
     seed(app, 40, 6).await;
-    let fields = app
-        .data(
-            r#"{ __type(name: "Opportunity") { fields { name } } }"#,
-            Value::Null,
-        )
-        .await;
-    let fields: Vec<String> = fields["__type"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap().to_owned())
-        .collect();
+    let fields = field_names(app, "Opportunity").await;
     assert!(fields.len() >= 18, "{fields:?}");
     for field in fields {
         let selection = if field == "profile" {
@@ -739,18 +744,7 @@ on_both!(
 /// order as one page twice their size does.
 async fn profile_rows_hold_every_field_asked_for(app: &TestApp) {
     seed(app, 30, 3).await;
-    let fields = app
-        .data(
-            r#"{ __type(name: "Profile") { fields { name } } }"#,
-            Value::Null,
-        )
-        .await;
-    let fields: Vec<String> = fields["__type"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap().to_owned())
-        .collect();
+    let fields = field_names(app, "Profile").await;
     assert!(fields.len() >= 18, "{fields:?}");
     for field in fields {
         let selection = if field == "opportunities" {
