@@ -18,6 +18,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: shared state, the router, graceful shutdown.
 
+mod alloc;
 pub mod auth;
 pub mod availability;
 pub mod cache;
@@ -111,13 +112,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// jemalloc for Rust and, through its unprefixed `malloc`, for the bundled
-/// SQLite too: glibc's malloc (arena locks, `malloc_consolidate`) was the
-/// largest single cost of an uncached page, where every row's values are
-/// copied out of the database. mimalloc, used before, spent a quarter of the
-/// server's CPU on PostgreSQL pages collecting frees made on other threads
-/// (tokio moves tasks between workers); with jemalloc, alternating runs of
-/// `cargo bench --bench load` gave scenario 1 on PostgreSQL 751, 689 ->
-/// 870, 924 req/s, on SQLite 1152, 1198 -> 1355, 1394.
 #[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;

@@ -1,4 +1,4 @@
-//! The eight scenarios, each against an in-process server so that the
+//! The scenarios, each against an in-process server so that the
 //! statement counter (`Db::statement_count`) and the cache counters can be
 //! read directly; run in interleaved rounds.
 
@@ -202,7 +202,7 @@ pub struct Timing {
     pub only: Vec<u32>,
 }
 
-/// Runs the eight scenarios in interleaved rounds.
+/// Runs the scenarios in interleaved rounds.
 pub fn run(
     suite: &Suite,
     server_rt: &Runtime,
@@ -218,6 +218,12 @@ pub fn run(
         String::from_utf8_lossy(&body)
     );
     let page_bytes = body.len();
+    let compressed_page = page.clone().compressed();
+    let (status, compressed) = client_rt.block_on(suite.uncached.target.send(&compressed_page))?;
+    anyhow::ensure!(
+        status == 200,
+        "compressed nested page failed: HTTP {status}"
+    );
     let ceiling: Arc<str> = format!("/bench/ceiling?bytes={page_bytes}").into();
     let rest: Arc<str> = REST_PROFILES.into();
     let (rest_status, _) =
@@ -294,6 +300,14 @@ pub fn run(
             workload: drive::fixed(Request::Get(ceiling)),
             skipped: skip(8, None),
             response_bytes: Some(page_bytes),
+        },
+        Plan {
+            number: 9,
+            label: "nested page, compressed, cache off",
+            server: &suite.uncached,
+            workload: drive::fixed(compressed_page),
+            skipped: skip(9, None),
+            response_bytes: Some(compressed.len()),
         },
     ];
 
