@@ -4,7 +4,7 @@
 //! with concurrent keep-alive HTTP connections, and prints one table:
 //! requests/s (median over rounds), p50 and p99 latency and SQL statements
 //! per request for each scenario. Scenarios take turns within each round
-//! (1 2 ... 9, 1 2 ... 9, ...) so that drift of a shared machine hits them
+//! (1 2 ... 10, 1 2 ... 10, ...) so that drift of a shared machine hits them
 //! alike. `--scale` adds page-size and database-size sweeps with the
 //! server's peak RSS; results go to `<out>/results.json` and `<out>/scale.svg`.
 //! `--replicas REDIS_URL` (with `--postgres`) adds the scale-out part: two

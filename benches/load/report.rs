@@ -59,11 +59,12 @@ pub fn table(backends: &[(&str, Vec<Outcome>)]) -> String {
             _ => "n/a".to_owned(),
         };
         out.push_str(&format!(
-            "{backend}: cached/uncached (2/1) {}   loaders/N+1 (1/3) {}   cached/ceiling (2/8) {}   compressed/plain (9/1) {}\n",
+            "{backend}: cached/uncached (2/1) {}   loaders/N+1 (1/3) {}   cached/ceiling (2/8) {}   compressed/plain (9/1) {}, cached (10/2) {}\n",
             ratio(2, 1),
             ratio(1, 3),
             ratio(2, 8),
-            ratio(9, 1)
+            ratio(9, 1),
+            ratio(10, 2)
         ));
     }
     for (backend, outcomes) in backends {

@@ -305,8 +305,16 @@ pub fn run(
             number: 9,
             label: "nested page, compressed, cache off",
             server: &suite.uncached,
-            workload: drive::fixed(compressed_page),
+            workload: drive::fixed(compressed_page.clone()),
             skipped: skip(9, None),
+            response_bytes: Some(compressed.len()),
+        },
+        Plan {
+            number: 10,
+            label: "nested page, compressed, cache on",
+            server: &suite.cached,
+            workload: drive::fixed(compressed_page),
+            skipped: skip(10, None),
             response_bytes: Some(compressed.len()),
         },
     ];

@@ -947,6 +947,7 @@ impl Cache {
                 label,
                 deps,
                 expires,
+                encoded: Default::default(),
             };
             self.inner.responses.insert(key, Arc::new(stored)).await;
         }

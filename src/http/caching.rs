@@ -14,6 +14,94 @@ use sha2::{Digest, Sha256};
 /// Content codings the compression layer may apply, as ETag suffixes.
 const CODINGS: [&str; 2] = ["gzip", "br"];
 
+/// The level of both codings: brotli's default (11) costs ~100x the CPU of
+/// level 4 for a few percent smaller JSON; 4 is also a sound gzip level.
+pub const COMPRESSION_LEVEL: u32 = 4;
+
+/// Bodies smaller than this go uncompressed: the compression layer's
+/// default threshold (tower-http's `SizeAbove::DEFAULT_MIN_SIZE`), which a
+/// stored response's coding follows too.
+pub const MIN_COMPRESSED_BYTES: usize = 32;
+
+/// A content coding of a response body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coding {
+    Br,
+    Gzip,
+}
+
+impl Coding {
+    /// Every coding, in `Coding as usize` order.
+    pub const ALL: [Coding; 2] = [Coding::Br, Coding::Gzip];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Br => "br",
+            Self::Gzip => "gzip",
+        }
+    }
+
+    /// The coding to answer `request` in, as the compression layer picks
+    /// it: the one its `Accept-Encoding` gives the highest quality above 0,
+    /// brotli on a tie; `None` for identity. Wildcards (`*`) are not taken
+    /// as a request for compression.
+    pub fn preferred(request: &HeaderMap) -> Option<Self> {
+        let mut best: Option<(Self, f32)> = None;
+        let items = request
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        for item in items {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or_default().trim();
+            let Some(coding) = Self::ALL
+                .into_iter()
+                .find(|c| name.eq_ignore_ascii_case(c.name()))
+            else {
+                continue;
+            };
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let better = match best {
+                None => true,
+                Some((held, held_q)) => {
+                    q > held_q || (q == held_q && coding == Self::Br && held != Self::Br)
+                }
+            };
+            if q > 0.0 && better {
+                best = Some((coding, q));
+            }
+        }
+        best.map(|(coding, _)| coding)
+    }
+
+    /// `body` in this coding, as the compression layer would send it.
+    pub fn encode(self, body: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(body.len() / 4);
+        match self {
+            Self::Br => {
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: COMPRESSION_LEVEL as i32,
+                    ..Default::default()
+                };
+                brotli::BrotliCompress(&mut &body[..], &mut out, &params)
+                    .expect("writing to memory does not fail");
+            }
+            Self::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(out, flate2::Compression::new(COMPRESSION_LEVEL));
+                std::io::Write::write_all(&mut encoder, body)
+                    .expect("writing to memory does not fail");
+                out = encoder.finish().expect("writing to memory does not fail");
+            }
+        }
+        Bytes::from(out)
+    }
+}
+
 /// How a response may be cached.
 #[derive(Clone, Copy, Debug)]
 pub enum Cacheability {
@@ -87,16 +175,18 @@ pub fn respond(
     cacheability: Cacheability,
 ) -> Response {
     let tag = matches!(cacheability, Cacheability::Read(_)).then(|| etag(&body));
-    respond_tagged(request, content_type, body, cacheability, tag)
+    respond_tagged(request, content_type, body, None, cacheability, tag)
 }
 
-/// `respond` with the body's ETag already known (`etag(&body)`), as a stored
-/// response keeps it: hashing the body again on every hit cost a tenth of
-/// the hit.
+/// `respond` with the body's ETag already known (the ETag of the body before
+/// any coding), as a stored response keeps it: hashing the body again on
+/// every hit cost a tenth of the hit. A body already in `coding` is sent
+/// as it is; the compression layer leaves it alone.
 pub fn respond_tagged(
     request: &HeaderMap,
     content_type: &'static str,
     body: Bytes,
+    coding: Option<Coding>,
     cacheability: Cacheability,
     tag: Option<String>,
 ) -> Response {
@@ -104,6 +194,9 @@ pub fn respond_tagged(
     let mut builder = Response::builder()
         .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, cache_control);
+    if coding.is_some() {
+        builder = builder.header(header::VARY, "accept-encoding");
+    }
     if let (Cacheability::Read(_), Some(tag)) = (cacheability, tag) {
         if let Some(matched) = matching_tag(request, &tag) {
             // Echo the client's tag: it names the coding it holds.
@@ -119,6 +212,9 @@ pub fn respond_tagged(
                 .expect("valid response");
         }
         builder = builder.header(header::ETAG, tag);
+    }
+    if let Some(coding) = coding {
+        builder = builder.header(header::CONTENT_ENCODING, coding.name());
     }
     builder
         .status(StatusCode::OK)
@@ -168,6 +264,26 @@ mod tests {
         assert_eq!(cache_control(hint(0, true), false), "public, no-cache");
         assert_eq!(cache_control(hint(-1, true), true), "private, no-cache");
         assert_eq!(cache_control(Cacheability::NoStore, false), "no-store");
+    }
+
+    #[test]
+    fn the_coding_is_the_one_accepted_most() {
+        for (sent, expected) in [
+            ("", None),
+            ("identity", None),
+            ("*", None),
+            ("gzip", Some(Coding::Gzip)),
+            ("gzip, deflate, br, zstd", Some(Coding::Br)),
+            ("br, gzip", Some(Coding::Br)),
+            ("BR;q=0.5, gzip;q=0.8", Some(Coding::Gzip)),
+            ("br;q=0, gzip", Some(Coding::Gzip)),
+            ("br;q=0, gzip;q=0", None),
+            ("deflate, gzip;q=0.1", Some(Coding::Gzip)),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, sent.parse().unwrap());
+            assert_eq!(Coding::preferred(&headers), expected, "{sent}");
+        }
     }
 
     #[test]

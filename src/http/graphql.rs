@@ -492,12 +492,21 @@ async fn single(
         }
     };
     let cacheability = outcome.cacheability();
-    let (body, tag) = match &outcome.cached {
-        Some(stored) => (stored.body.clone(), Some(stored.etag.clone())),
+    let (body, coding, tag) = match &outcome.cached {
+        Some(stored) => match caching::Coding::preferred(headers)
+            .filter(|_| stored.body.len() >= caching::MIN_COMPRESSED_BYTES)
+        {
+            Some(coding) => (
+                stored.encoded(coding),
+                Some(coding),
+                Some(stored.etag.clone()),
+            ),
+            None => (stored.body.clone(), None, Some(stored.etag.clone())),
+        },
         None => {
             let body = Bytes::from(outcome.body());
             let tag = matches!(cacheability, Cacheability::Read(_)).then(|| caching::etag(&body));
-            (body, tag)
+            (body, None, tag)
         }
     };
     if let (Some(keep), Some(tag)) = (outcome.keep.take(), &tag) {
@@ -522,7 +531,14 @@ async fn single(
             .body(Body::from(body))
             .expect("valid response")
     } else {
-        caching::respond_tagged(headers, format.content_type(), body, cacheability, tag)
+        caching::respond_tagged(
+            headers,
+            format.content_type(),
+            body,
+            coding,
+            cacheability,
+            tag,
+        )
     };
     finish(&mut response, outcome.label);
     response
@@ -578,9 +594,10 @@ fn merge(merged: Option<CacheControl>, hint: CacheControl) -> CacheControl {
 
 /// Headers every GraphQL response carries, and the operation for the request log.
 fn finish(response: &mut Response, label: String) {
+    // Appended: a stored response sent compressed varies by Accept-Encoding too.
     response
         .headers_mut()
-        .insert(header::VARY, HeaderValue::from_static("accept"));
+        .append(header::VARY, HeaderValue::from_static("accept"));
     response.extensions_mut().insert(OperationName(label));
 }
 

@@ -26,9 +26,6 @@ use crate::config::HttpConfig;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
-/// Brotli's default (11) costs ~100x the CPU of level 4 for a few percent
-/// smaller JSON; 4 is also a sound gzip level.
-const COMPRESSION_LEVEL: i32 = 4;
 /// How long browsers may reuse a CORS preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
@@ -112,7 +109,10 @@ pub fn layers(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_secs),
         ))
-        .layer(CompressionLayer::new().quality(CompressionLevel::Precise(COMPRESSION_LEVEL)))
+        .layer(
+            CompressionLayer::new()
+                .quality(CompressionLevel::Precise(caching::COMPRESSION_LEVEL as i32)),
+        )
         .layer(axum::middleware::map_response(caching::tag_content_coding));
     if let Some(cors) = cors {
         router = router.layer(cors);
