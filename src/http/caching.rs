@@ -11,9 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
-/// Content codings the compression layer may apply, as ETag suffixes.
-const CODINGS: [&str; 2] = ["gzip", "br"];
-
 /// The level of both codings: brotli's default (11) costs ~100x the CPU of
 /// level 4 for a few percent smaller JSON; 4 is also a sound gzip level.
 pub const COMPRESSION_LEVEL: u32 = 4;
@@ -23,7 +20,8 @@ pub const COMPRESSION_LEVEL: u32 = 4;
 /// stored response's coding follows too.
 pub const MIN_COMPRESSED_BYTES: usize = 32;
 
-/// A content coding of a response body.
+/// A content coding the compression layer may apply; its name is also the
+/// ETag suffix of a body sent in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Coding {
     Br,
@@ -41,6 +39,13 @@ impl Coding {
         }
     }
 
+    /// The coding called `name` (case-insensitive).
+    fn named(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| name.eq_ignore_ascii_case(c.name()))
+    }
+
     /// The coding to answer `request` in, as the compression layer picks
     /// it: the one its `Accept-Encoding` gives the highest quality above 0,
     /// brotli on a tie; `None` for identity. Wildcards (`*`) are not taken
@@ -55,10 +60,7 @@ impl Coding {
         for item in items {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or_default().trim();
-            let Some(coding) = Self::ALL
-                .into_iter()
-                .find(|c| name.eq_ignore_ascii_case(c.name()))
-            else {
+            let Some(coding) = Self::named(name) else {
                 continue;
             };
             let q = parts
@@ -160,9 +162,12 @@ fn matching_tag<'a>(request: &'a HeaderMap, etag: &str) -> Option<&'a str> {
             // If-None-Match compares weakly (RFC 9110 13.1.2).
             let opaque = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
             opaque == base
-                || CODINGS
-                    .iter()
-                    .any(|c| opaque.strip_suffix(c).and_then(|o| o.strip_suffix('-')) == Some(base))
+                || Coding::ALL.iter().any(|c| {
+                    opaque
+                        .strip_suffix(c.name())
+                        .and_then(|o| o.strip_suffix('-'))
+                        == Some(base)
+                })
         })
 }
 
@@ -230,14 +235,19 @@ pub async fn tag_content_coding(mut response: Response) -> Response {
         .headers()
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| CODINGS.iter().find(|c| c.eq_ignore_ascii_case(v)));
+        .and_then(Coding::named);
     let tagged = match (coding, response.headers().get(header::ETAG)) {
         (Some(coding), Some(tag)) => {
             tag.to_str()
                 .ok()
                 .filter(|t| t.starts_with('"'))
                 .and_then(|t| {
-                    HeaderValue::from_str(&format!("{}-{coding}\"", t.trim_end_matches('"'))).ok()
+                    HeaderValue::from_str(&format!(
+                        "{}-{}\"",
+                        t.trim_end_matches('"'),
+                        coding.name()
+                    ))
+                    .ok()
                 })
         }
         _ => None,
