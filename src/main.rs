@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,6 +12,9 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: log collectors and
+        // files get plain lines.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = catalynx::config::Cli::parse();
     match catalynx::run(cli).await {

@@ -435,7 +435,6 @@ impl Binary {
         command
             .args(args)
             .env("CATALYNX_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         for (name, value) in env {
@@ -452,6 +451,8 @@ impl Binary {
                     panic!("exited before listening:\n{seen}");
                 }
                 seen.push_str(&line);
+                // A log read through a pipe is plain text: no colour codes.
+                assert!(!line.contains('\x1b'), "colour codes in the log: {line:?}");
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     break rest.split_whitespace().next().unwrap().to_owned();
                 }
