@@ -493,16 +493,12 @@ async fn single(
     };
     let cacheability = outcome.cacheability();
     let (body, coding, tag) = match &outcome.cached {
-        Some(stored) => match caching::Coding::preferred(headers)
-            .filter(|_| stored.body.len() >= caching::MIN_COMPRESSED_BYTES)
-        {
-            Some(coding) => (
-                stored.encoded(coding),
-                Some(coding),
-                Some(stored.etag.clone()),
-            ),
-            None => (stored.body.clone(), None, Some(stored.etag.clone())),
-        },
+        Some(stored) => {
+            let coding = caching::Coding::preferred(headers)
+                .filter(|_| stored.body.len() >= caching::MIN_COMPRESSED_BYTES);
+            let body = coding.map_or_else(|| stored.body.clone(), |c| stored.encoded(c));
+            (body, coding, Some(stored.etag.clone()))
+        }
         None => {
             let body = Bytes::from(outcome.body());
             let tag = matches!(cacheability, Cacheability::Read(_)).then(|| caching::etag(&body));
