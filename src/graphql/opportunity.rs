@@ -339,16 +339,16 @@ impl OpportunityConnection {
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
         match &self.total {
             Total::Filter(filter) => {
+                // Boxed to keep this type's field futures small (see `Loaders::profile`).
                 let api = ApiContext::of(ctx);
-                api.cache
-                    .get_or_load(
-                        "opportunities.totalCount",
-                        filter,
-                        &[Tag::Opportunities],
-                        || async { Ok(opportunities::count(&api.db.read, filter).await?) },
-                    )
-                    .await
-                    .gql()
+                Box::pin(api.cache.get_or_load(
+                    "opportunities.totalCount",
+                    filter,
+                    &[Tag::Opportunities],
+                    || async { Ok(opportunities::count(&api.db.read, filter).await?) },
+                ))
+                .await
+                .gql()
             }
             Total::Nested(key) => ctx
                 .data_unchecked::<Loaders>()

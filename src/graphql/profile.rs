@@ -440,16 +440,16 @@ impl ProfileConnection {
     }
     /// Profiles in the whole list (all pages); computed only when asked for.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
+        // Boxed to keep this type's field futures small (see `Loaders::profile`).
         let api = ApiContext::of(ctx);
-        api.cache
-            .get_or_load(
-                "profiles.totalCount",
-                &self.filter,
-                &[Tag::Profiles],
-                || async { Ok(profiles::count(&api.db.read, &self.filter).await?) },
-            )
-            .await
-            .gql()
+        Box::pin(api.cache.get_or_load(
+            "profiles.totalCount",
+            &self.filter,
+            &[Tag::Profiles],
+            || async { Ok(profiles::count(&api.db.read, &self.filter).await?) },
+        ))
+        .await
+        .gql()
     }
 }
 
