@@ -352,43 +352,38 @@ impl Loaders {
         Ok(built)
     }
 
-    // The unbatched loads below are boxed. async-graphql boxes every field's
-    // future at the size of the largest field future of its type. Inlined,
-    // a whole load (cache, statement, driver) made each field future of
-    // `Profile` and `Opportunity` over 4 KiB, and a page of 50 x 5 moves
-    // and allocates about 700 of them. Boxed, they are under 1 KiB.
-    pub async fn profile(&self, id: &str) -> Result<Option<profile::Model>, LoadError> {
+    /// `key` through `loader`: batched with its siblings, or on its own for
+    /// the N+1 baseline. The lone load is boxed: async-graphql boxes every
+    /// field's future at the size of the largest field future of its type,
+    /// and inlined, a whole load (cache, statement, driver) made each field
+    /// future of `Profile` and `Opportunity` over 4 KiB, for a page of
+    /// 50 x 5 to move and allocate about 700 times. Boxed, they are under 1 KiB.
+    async fn one<K, L>(
+        &self,
+        loader: &DataLoader<L, HashMapCache>,
+        key: K,
+    ) -> Result<Option<L::Value>, LoadError>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        L: Loader<K, Error = LoadError>,
+    {
         if self.batching {
-            self.profiles.load_one(id.to_owned()).await
+            loader.load_one(key).await
         } else {
-            let key = id.to_owned();
-            Ok(
-                Box::pin(self.profiles.loader().load(std::slice::from_ref(&key)))
-                    .await?
-                    .remove(&key),
-            )
+            let mut found = Box::pin(loader.loader().load(std::slice::from_ref(&key))).await?;
+            Ok(found.remove(&key))
         }
     }
 
+    pub async fn profile(&self, id: &str) -> Result<Option<profile::Model>, LoadError> {
+        self.one(&self.profiles, id.to_owned()).await
+    }
+
     pub async fn count(&self, key: CountKey) -> Result<u64, LoadError> {
-        let found = if self.batching {
-            self.counts.load_one(key).await?
-        } else {
-            Box::pin(self.counts.loader().load(std::slice::from_ref(&key)))
-                .await?
-                .remove(&key)
-        };
-        Ok(found.unwrap_or(0))
+        Ok(self.one(&self.counts, key).await?.unwrap_or(0))
     }
 
     pub async fn page(&self, key: PageKey) -> Result<NestedPage, LoadError> {
-        let found = if self.batching {
-            self.pages.load_one(key).await?
-        } else {
-            Box::pin(self.pages.loader().load(std::slice::from_ref(&key)))
-                .await?
-                .remove(&key)
-        };
-        Ok(found.unwrap_or_default())
+        Ok(self.one(&self.pages, key).await?.unwrap_or_default())
     }
 }

@@ -339,7 +339,7 @@ impl OpportunityConnection {
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
         match &self.total {
             Total::Filter(filter) => {
-                // Boxed to keep this type's field futures small (see `Loaders::profile`).
+                // Boxed to keep this type's field futures small (see `Loaders::one`).
                 let api = ApiContext::of(ctx);
                 Box::pin(api.cache.get_or_load(
                     "opportunities.totalCount",

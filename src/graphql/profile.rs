@@ -440,7 +440,7 @@ impl ProfileConnection {
     }
     /// Profiles in the whole list (all pages); computed only when asked for.
     async fn total_count(&self, ctx: &Context<'_>) -> Result<u64> {
-        // Boxed to keep this type's field futures small (see `Loaders::profile`).
+        // Boxed to keep this type's field futures small (see `Loaders::one`).
         let api = ApiContext::of(ctx);
         Box::pin(api.cache.get_or_load(
             "profiles.totalCount",
