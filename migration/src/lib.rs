@@ -11,6 +11,7 @@ mod m20261129_000003_add_sort_indexes;
 mod m20261130_000004_drop_prefix_indexes;
 mod m20261130_000005_profile_status_counts;
 mod m20261130_000006_profile_status_deltas;
+mod m20261130_000007_stage_window_index;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_drop_prefix_indexes::Migration),
             Box::new(m20261130_000005_profile_status_counts::Migration),
             Box::new(m20261130_000006_profile_status_deltas::Migration),
+            Box::new(m20261130_000007_stage_window_index::Migration),
         ]
     }
 }

@@ -10,8 +10,8 @@ use entity::opportunity;
 use sea_orm::sea_query::{Asterisk, Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DbErr, EntityTrait,
-    FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter, QueryResult, QuerySelect,
-    Statement, Value,
+    FromQueryResult, IntoActiveModel, QueryFilter, QueryResult, QuerySelect, QueryTrait, Statement,
+    Value,
 };
 use serde::Serialize;
 
@@ -298,7 +298,8 @@ async fn fetch_rows(
         .collect()
 }
 
-fn page_query(
+/// The statement of one root page: every column, no parent.
+pub fn page_query(
     backend: DatabaseBackend,
     filter: &OpportunityFilter,
     keys: &[SortKey],
@@ -359,11 +360,21 @@ pub async fn page(
 
 /// Opportunities matching `filter`.
 pub async fn count(conn: &impl ConnectionTrait, filter: &OpportunityFilter) -> Result<u64, DbErr> {
-    let backend = conn.get_database_backend();
+    let row = conn
+        .query_one_raw(count_query(conn.get_database_backend(), filter))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("COUNT(*) returned no row".into()))?;
+    Ok(row.try_get_by_index::<i64>(0)? as u64)
+}
+
+/// The statement counting the rows of `filter`.
+// SELECT COUNT(*) FROM opportunities WHERE <filter>
+pub fn count_query(backend: DatabaseBackend, filter: &OpportunityFilter) -> Statement {
     opportunity::Entity::find()
+        .select_only()
+        .column_as(Expr::col(Asterisk).count(), "n")
         .filter(filter.condition(backend))
-        .count(conn)
-        .await
+        .build(backend)
 }
 
 /// Per-profile counts for many profiles in one statement; every id gets an answer.

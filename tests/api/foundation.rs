@@ -151,6 +151,65 @@ async fn every_pooled_sqlite_connection_is_tuned() {
     }
 }
 
+/// SQLite's plan for `statement`, one line per step.
+async fn sqlite_plan(db: &catalynx::db::Db, statement: Statement) -> String {
+    let explain = Statement::from_sql_and_values(
+        statement.db_backend,
+        format!("EXPLAIN QUERY PLAN {}", statement.sql),
+        statement.values.map(|values| values.0).unwrap_or_default(),
+    );
+    let rows = db.read.query_all_raw(explain).await.unwrap();
+    rows.iter()
+        .map(|row| row.try_get_by_index::<String>(3).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The pipeline view across profiles (some stages, a deadline window, by
+/// score) searches one range per stage in the index the migrations add for
+/// it, instead of every row of the stages or of the window: its count reads
+/// the index alone, and its page neither scans the table nor falls back to
+/// the stage-and-score index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_opportunity_lists_search_the_stage_window_index() {
+    use catalynx::domain::Stage;
+    use catalynx::store::opportunities::{
+        OpportunityFilter, OpportunityOrderField, count_query, page_query, sort_keys,
+    };
+    use catalynx::store::page::PageRequest;
+    use chrono::NaiveDate;
+
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let backend = db.backend();
+    let filter = OpportunityFilter {
+        stages: vec![Stage::QualifiedProspects, Stage::Candidates],
+        close_date_from: NaiveDate::from_ymd_opt(2026, 6, 1),
+        close_date_to: NaiveDate::from_ymd_opt(2026, 8, 31),
+        ..Default::default()
+    };
+    let count = sqlite_plan(&db, count_query(backend, &filter)).await;
+    assert_eq!(
+        count,
+        "SEARCH opportunities USING COVERING INDEX idx_opportunities_stage_close_score \
+         (current_stage=? AND close_date>? AND close_date<?)"
+    );
+    let keys = sort_keys(&[(OpportunityOrderField::OverallScore, true)]);
+    let request = PageRequest {
+        limit: 50,
+        backward: false,
+        cursor: None,
+    };
+    let page = sqlite_plan(&db, page_query(backend, &filter, &keys, &request).unwrap()).await;
+    assert!(
+        page.starts_with(
+            "SEARCH opportunities USING INDEX idx_opportunities_stage_close_score \
+             (current_stage=? AND close_date>? AND close_date<?)"
+        ),
+        "{page}"
+    );
+}
+
 async fn digest(url: &str) -> String {
     let db = catalynx::db::Db::connect(&catalynx::config::DbConfig::new(url))
         .await
