@@ -503,7 +503,8 @@ async fn seed_is_deterministic() {
 }
 
 /// `catalynx seed` on each database: on SQLite it loads with the file to
-/// itself (no WAL) and leaves the file in WAL mode for the server.
+/// itself (no WAL) and leaves the file in WAL mode for the server; on
+/// PostgreSQL it leaves the tables vacuumed and analysed.
 async fn the_seed_command_loads(backend: Backend) {
     let Some(test_db) = TestDb::new(backend).await else {
         return;
@@ -535,6 +536,28 @@ async fn the_seed_command_loads(backend: Backend) {
             .try_get_by_index::<String>(0)
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+    if backend == Backend::Postgres {
+        // The load ends with VACUUM (ANALYZE): column statistics for the
+        // planner, and pages marked all-visible for index-only scans.
+        for table in ["profiles", "opportunities"] {
+            let row = db
+                .read
+                .query_one_raw(Statement::from_sql_and_values(
+                    db.backend(),
+                    "SELECT c.relallvisible::bigint, \
+                            (SELECT COUNT(*) FROM pg_stats s WHERE s.tablename = c.relname) \
+                     FROM pg_class c WHERE c.oid = $1::text::regclass",
+                    [table.into()],
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            let all_visible: i64 = row.try_get_by_index(0).unwrap();
+            let statistics: i64 = row.try_get_by_index(1).unwrap();
+            assert!(all_visible > 0, "{table}: no page marked all-visible");
+            assert!(statistics > 0, "{table}: no column statistics");
+        }
     }
     db.close().await.unwrap();
     test_db.cleanup().await;
