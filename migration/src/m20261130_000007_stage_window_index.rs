@@ -7,8 +7,8 @@ use sea_orm_migration::prelude::*;
 /// each reading the table for the other column. Here the stages and the
 /// window bound one range per stage, the count reads only the index, and the
 /// page ranks the window's rows by score and `id` from the index, reading the
-/// table only for rows that make its top (10k x 20 on SQLite, one request at a time: the count 72-94 ms -> 1.1-1.4
-/// ms, the page 91 ms -> 3-6 ms).
+/// table only for rows that make its top. 10k x 20 on SQLite, one request at
+/// a time: the count 72-94 ms -> 1.1-1.4 ms, the page 91 ms -> 3-6 ms.
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
