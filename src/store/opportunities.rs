@@ -305,14 +305,40 @@ pub fn page_query(
     keys: &[SortKey],
     request: &PageRequest,
 ) -> Result<Statement, AppError> {
-    page_query_where(
+    if backend != DatabaseBackend::Postgres {
+        return page_query_where(
+            backend,
+            filter,
+            keys,
+            request,
+            Condition::all(),
+            ColumnSet::all(),
+        );
+    }
+    // PostgreSQL reads the whole row of every match before it ranks them:
+    // two stages in a three-month window at 10k x 20 are 11,492 rows on
+    // 5,217 pages (a bitmap heap scan and a top-N sort, 22.7 ms). Ranked
+    // by their ids alone the matches come from an index holding the
+    // filter's and the order's columns, without touching a row, and only
+    // the page's rows are read (6.2 ms). `ARRAY(...)` keeps the ranking's
+    // order, `WITH ORDINALITY` numbers it for the outer ORDER BY.
+    let ranked = page_query_where(
         backend,
         filter,
         keys,
         request,
         Condition::all(),
-        ColumnSet::all(),
-    )
+        ColumnSet::none().with(opportunity::Column::Id),
+    )?;
+    let rows = opportunity::Entity::find().build(backend).sql;
+    Ok(Statement::from_sql_and_values(
+        backend,
+        format!(
+            r#"{rows} JOIN unnest(ARRAY({})) WITH ORDINALITY AS "page"("id", "place") ON "opportunities"."id" = "page"."id" ORDER BY "page"."place""#,
+            ranked.sql
+        ),
+        ranked.values.map(|v| v.0).unwrap_or_default(),
+    ))
 }
 
 /// `page_query` with one more condition (the parent of a nested page),
@@ -343,6 +369,7 @@ fn page_query_where(
 
 /// One page of opportunities.
 // SELECT ... FROM opportunities WHERE <filter> [AND <after cursor>] ORDER BY <keys>, id LIMIT n + 1
+// (on PostgreSQL the ids of that page first, then their rows: see `page_query`)
 pub async fn page(
     conn: &impl ConnectionTrait,
     filter: &OpportunityFilter,

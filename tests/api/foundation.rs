@@ -165,41 +165,50 @@ async fn sqlite_plan(db: &catalynx::db::Db, statement: Statement) -> String {
         .join("\n")
 }
 
-/// The pipeline view across profiles (some stages, a deadline window, by
-/// score) searches one range per stage in the index the migrations add for
-/// it, instead of every row of the stages or of the window: its count reads
-/// the index alone, and its page neither scans the table nor falls back to
-/// the stage-and-score index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filtered_opportunity_lists_search_the_stage_window_index() {
+/// The pipeline view across profiles: two stages, a three-month deadline
+/// window, by score, 50 to a page.
+fn pipeline_view() -> (
+    catalynx::store::opportunities::OpportunityFilter,
+    Vec<catalynx::store::page::SortKey>,
+    catalynx::store::page::PageRequest,
+) {
     use catalynx::domain::Stage;
-    use catalynx::store::opportunities::{
-        OpportunityFilter, OpportunityOrderField, count_query, page_query, sort_keys,
-    };
-    use catalynx::store::page::PageRequest;
+    use catalynx::store::opportunities::{OpportunityFilter, OpportunityOrderField, sort_keys};
     use chrono::NaiveDate;
 
-    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let db = test_db.connect().await;
-    let backend = db.backend();
     let filter = OpportunityFilter {
         stages: vec![Stage::QualifiedProspects, Stage::Candidates],
         close_date_from: NaiveDate::from_ymd_opt(2026, 6, 1),
         close_date_to: NaiveDate::from_ymd_opt(2026, 8, 31),
         ..Default::default()
     };
+    let keys = sort_keys(&[(OpportunityOrderField::OverallScore, true)]);
+    let request = catalynx::store::page::PageRequest {
+        limit: 50,
+        backward: false,
+        cursor: None,
+    };
+    (filter, keys, request)
+}
+
+/// The pipeline view searches one range per stage in the index the
+/// migrations add for it, instead of every row of the stages or of the
+/// window: its count reads the index alone, and its page neither scans the
+/// table nor falls back to the stage-and-score index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_opportunity_lists_search_the_stage_window_index() {
+    use catalynx::store::opportunities::{count_query, page_query};
+
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let backend = db.backend();
+    let (filter, keys, request) = pipeline_view();
     let count = sqlite_plan(&db, count_query(backend, &filter)).await;
     assert_eq!(
         count,
         "SEARCH opportunities USING COVERING INDEX idx_opportunities_stage_close_score \
          (current_stage=? AND close_date>? AND close_date<?)"
     );
-    let keys = sort_keys(&[(OpportunityOrderField::OverallScore, true)]);
-    let request = PageRequest {
-        limit: 50,
-        backward: false,
-        cursor: None,
-    };
     let page = sqlite_plan(&db, page_query(backend, &filter, &keys, &request).unwrap()).await;
     assert!(
         page.starts_with(
@@ -208,6 +217,85 @@ async fn filtered_opportunity_lists_search_the_stage_window_index() {
         ),
         "{page}"
     );
+}
+
+/// On PostgreSQL the pipeline view's page ranks its matches from the index
+/// alone and reads the rows of the page only, not those of every match,
+/// and it is the page the plain query gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_opportunity_pages_read_only_their_rows_on_postgres() {
+    use catalynx::store::opportunities::page_query;
+
+    let Some(test_db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 1_000,
+        opportunities_per_profile: 20,
+        seed: 42,
+    };
+    catalynx::seed::seed(&db, plan, false).await.unwrap();
+    let (filter, keys, request) = pipeline_view();
+    let page = page_query(db.backend(), &filter, &keys, &request).unwrap();
+    let explain = Statement::from_sql_and_values(
+        db.backend(),
+        format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", page.sql),
+        page.values
+            .clone()
+            .map(|values| values.0)
+            .unwrap_or_default(),
+    );
+    let plan: serde_json::Value = db
+        .read
+        .query_one_raw(explain)
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    let (mut rows_read, mut index_only) = (0.0, false);
+    let mut nodes = vec![&plan[0]["Plan"]];
+    while let Some(node) = nodes.pop() {
+        let kind = node["Node Type"].as_str().unwrap();
+        if node["Relation Name"] == "opportunities" {
+            if kind == "Index Only Scan" {
+                index_only = true;
+            } else {
+                rows_read +=
+                    node["Actual Rows"].as_f64().unwrap() * node["Actual Loops"].as_f64().unwrap();
+            }
+        }
+        nodes.extend(node["Plans"].as_array().into_iter().flatten());
+    }
+    assert!(index_only, "no index-only ranking: {plan:#}");
+    assert!(rows_read <= 51.0, "{rows_read} rows read: {plan:#}");
+
+    let paged = ids(&db, page).await;
+    let plain = ids(
+        &db,
+        Statement::from_string(
+            db.backend(),
+            "SELECT id FROM opportunities WHERE current_stage IN ('qualified_prospects', 'candidates') \
+             AND close_date BETWEEN '2026-06-01' AND '2026-08-31' \
+             ORDER BY overall_score DESC, id LIMIT 51",
+        ),
+    )
+    .await;
+    assert_eq!(paged.len(), 51);
+    assert_eq!(paged, plain);
+    test_db.cleanup().await;
+}
+
+/// The `id` column of a statement's rows.
+async fn ids(db: &catalynx::db::Db, statement: Statement) -> Vec<String> {
+    db.read
+        .query_all_raw(statement)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", "id").unwrap())
+        .collect()
 }
 
 async fn digest(url: &str) -> String {
