@@ -1,11 +1,14 @@
 //! Domain values that are validated at the edge ("parse, don't validate").
 //!
-//! Every string that reaches SQL from a client passes through one of these
-//! types first, so the database only ever sees well-formed values.
+//! Every value a client or an import asks to store passes through one of
+//! these first, so the database only holds well-formed values. Lookups
+//! (ids, search text) are bound as data: a malformed one finds nothing or,
+//! where the database cannot compare it, is refused as bad input.
 
 use std::fmt;
 
 use async_graphql::Enum;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use crate::error::AppError;
 
@@ -136,18 +139,59 @@ pub fn parse_amount(field: &str, value: i64) -> Result<i64, AppError> {
     }
 }
 
-/// Trims a required text field and rejects it when empty or longer than `max` characters.
+/// Trims a required text field and rejects it when empty, longer than
+/// `max` characters or holding a NUL.
 pub fn parse_text(field: &str, value: &str, max: usize) -> Result<String, AppError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(AppError::bad_input(format!("{field} must not be empty")));
     }
+    refuse_nul(field, trimmed)?;
     if trimmed.chars().count() > max {
         return Err(AppError::bad_input(format!(
             "{field} is longer than {max} characters"
         )));
     }
     Ok(trimmed.to_owned())
+}
+
+/// PostgreSQL text cannot hold NUL, so no stored value has one and no
+/// search for one can match; both databases refuse it the same way.
+pub fn refuse_nul(field: &str, value: &str) -> Result<(), AppError> {
+    if value.contains('\0') {
+        return Err(AppError::bad_input(format!(
+            "{field} must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The years a date or time may have. SQLite keeps them as ISO 8601 text,
+/// which sorts and compares as dates only with four-digit years, and
+/// PostgreSQL's range ends before chrono's does.
+const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// A date within [`YEARS`].
+pub fn parse_date(field: &str, value: NaiveDate) -> Result<NaiveDate, AppError> {
+    check_year(field, value.year(), &value)?;
+    Ok(value)
+}
+
+/// A time within [`YEARS`].
+pub fn parse_time(field: &str, value: DateTime<Utc>) -> Result<DateTime<Utc>, AppError> {
+    check_year(field, value.year(), &value)?;
+    Ok(value)
+}
+
+fn check_year(field: &str, year: i32, value: &dyn fmt::Display) -> Result<(), AppError> {
+    if YEARS.contains(&year) {
+        return Ok(());
+    }
+    Err(AppError::bad_input(format!(
+        "{field} must be in the years {} to {}, got {value}",
+        YEARS.start(),
+        YEARS.end()
+    )))
 }
 
 /// Stored lowercase text values of the domain's enumerations.

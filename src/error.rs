@@ -181,7 +181,7 @@ impl From<DbErr> for AppError {
     }
 }
 
-/// Database failures that are not bugs: the client gets a 503 that says
+/// Database failures that are not bugs: the client gets an answer that says
 /// which, instead of `INTERNAL`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DbFault {
@@ -193,6 +193,11 @@ enum DbFault {
     ReadOnly,
     /// Out of disk or memory.
     Full,
+    /// A value the database refuses to store or compare (PostgreSQL's data
+    /// exceptions: out of range, a character it cannot hold). Input is
+    /// validated before it gets there; this keeps whatever slips through a
+    /// client's error.
+    Unstorable,
 }
 
 impl DbFault {
@@ -229,6 +234,7 @@ impl DbFault {
                             Some(Self::Unreachable) // connection exception, shutting down
                         }
                         c if c.starts_with("53") => Some(Self::Full), // insufficient resources
+                        c if c.starts_with("22") => Some(Self::Unstorable), // data exception
                         _ => None,
                     },
                 }
@@ -249,6 +255,9 @@ impl From<DbFault> for AppError {
             DbFault::Full => {
                 Self::Unavailable("the database is out of space or memory; retry later".into())
             }
+            DbFault::Unstorable => Self::bad_input(
+                "a value is out of the range or holds a character the database cannot store",
+            ),
         }
     }
 }

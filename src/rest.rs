@@ -69,11 +69,18 @@ impl Params {
     fn offset(&self) -> AppResult<u64> {
         match self.offset.as_deref() {
             None => Ok(0),
-            Some(text) => text.trim().parse::<u64>().map_err(|_| {
-                AppError::bad_input(format!(
-                    "offset must be a whole number of 0 or more, got {text:?}"
-                ))
-            }),
+            // The databases take a signed 64-bit OFFSET.
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| i64::try_from(n).is_ok())
+                .ok_or_else(|| {
+                    AppError::bad_input(format!(
+                        "offset must be a whole number from 0 to {}, got {text:?}",
+                        i64::MAX
+                    ))
+                }),
         }
     }
 

@@ -15,7 +15,8 @@ use super::profile::{Profile, apply, parse_batch, parse_search, stored_enum};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
-    DbEnum, Ein, FundingSource, Priority, Stage, parse_amount, parse_rating, parse_text, parse_unit,
+    DbEnum, Ein, FundingSource, Priority, Stage, parse_amount, parse_date, parse_rating,
+    parse_text, parse_time, parse_unit,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{
@@ -184,8 +185,9 @@ impl OpportunityFilterInput {
         };
         let rating = |field: &str, v: Option<i32>| v.map(|v| parse_rating(field, v)).transpose();
         let amount = |field: &str, v: Option<i64>| v.map(|v| parse_amount(field, v)).transpose();
-        let mut from = input.close_date_from;
-        let mut to = input.close_date_to;
+        let date = |field: &str, v: Option<NaiveDate>| v.map(|v| parse_date(field, v)).transpose();
+        let mut from = date("closeDateFrom", input.close_date_from)?;
+        let mut to = date("closeDateTo", input.close_date_to)?;
         if let Some(days) = input.closing_within_days {
             if !(0..=MAX_WINDOW_DAYS).contains(&days) {
                 return Err(AppError::bad_input(format!(
@@ -567,14 +569,21 @@ impl CreateOpportunityInput {
                 .award_ceiling
                 .map(|v| parse_amount("awardCeiling", v))
                 .transpose()?,
-            close_date: self.close_date,
+            close_date: self
+                .close_date
+                .map(|d| parse_date("closeDate", d))
+                .transpose()?,
             tags: tag_list(self.tags.unwrap_or_default())?,
             notes: self
                 .notes
                 .filter(|n| !n.trim().is_empty())
                 .map(|n| parse_text("notes", &n, MAX_NOTES))
                 .transpose()?,
-            discovery_date: self.discovery_date.unwrap_or(now),
+            discovery_date: self
+                .discovery_date
+                .map(|t| parse_time("discoveryDate", t))
+                .transpose()?
+                .unwrap_or(now),
             created_at: now,
             updated_at: now,
         };
@@ -644,7 +653,9 @@ impl UpdateOpportunityInput {
         apply(&mut o.award_ceiling, self.award_ceiling, |v| {
             parse_amount("awardCeiling", v)
         })?;
-        apply(&mut o.close_date, self.close_date, Ok)?;
+        apply(&mut o.close_date, self.close_date, |d| {
+            parse_date("closeDate", d)
+        })?;
         if let Some(tags) = self.tags {
             o.tags = tag_list(tags)?;
         }

@@ -20,7 +20,7 @@ use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
     DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode, parse_amount,
-    parse_ntee_major_group, parse_text,
+    parse_ntee_major_group, parse_text, parse_time, refuse_nul,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{self, OpportunityFilter};
@@ -377,6 +377,7 @@ pub fn parse_search(search: Option<String>) -> AppResult<Option<String>> {
         return Ok(None);
     };
     let trimmed = search.trim();
+    refuse_nul("search", trimmed)?;
     if trimmed.chars().count() > MAX_SEARCH_CHARS {
         return Err(AppError::bad_input(format!(
             "search is longer than {MAX_SEARCH_CHARS} characters"
@@ -751,7 +752,10 @@ impl CreateProfileInput {
                 .map(|v| parse_amount("annualRevenue", v))
                 .transpose()?,
             website_url: optional_text("websiteUrl", self.website_url, MAX_NAME)?,
-            last_discovery_date: self.last_discovery_date,
+            last_discovery_date: self
+                .last_discovery_date
+                .map(|t| parse_time("lastDiscoveryDate", t))
+                .transpose()?,
             created_at: now,
             updated_at: now,
         })
@@ -839,7 +843,9 @@ impl UpdateProfileInput {
         apply(&mut p.website_url, self.website_url, |v| {
             parse_text("websiteUrl", &v, MAX_NAME)
         })?;
-        apply(&mut p.last_discovery_date, self.last_discovery_date, Ok)?;
+        apply(&mut p.last_discovery_date, self.last_discovery_date, |t| {
+            parse_time("lastDiscoveryDate", t)
+        })?;
         p.updated_at = now();
         Ok(())
     }

@@ -95,6 +95,9 @@ impl BmfRow {
                 record.len()
             ));
         }
+        if record.iter().any(|field| field.contains(&0)) {
+            return Err("a field holds a NUL character".to_owned());
+        }
         let field = |i: usize| String::from_utf8_lossy(&record[i]).trim().to_owned();
         let blank_to_none = |s: String| (!s.is_empty()).then_some(s);
         let ein = Ein::parse(&field(EIN))
@@ -375,6 +378,7 @@ mod tests {
         assert!(
             reason(&[(EIN, "010000001"), (NAME, "X"), (STATE, "ZZ")]).contains("invalid state")
         );
+        assert!(reason(&[(EIN, "010000001"), (NAME, "X\0Y")]).contains("NUL"));
         let short = csv::ByteRecord::from(vec!["010000001", "X"]);
         assert_eq!(
             BmfRow::parse(&short).unwrap_err(),

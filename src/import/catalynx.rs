@@ -38,7 +38,7 @@ use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{
     DbEnum, Ein, FundingSource, NteeCode, OrganizationType, Priority, ProfileStatus, Stage,
-    StateCode, parse_amount, parse_rating, parse_unit,
+    StateCode, parse_amount, parse_date, parse_rating, parse_time, parse_unit, refuse_nul,
 };
 use crate::export::TABLE_COLUMN;
 use crate::store::{IDS_PER_STATEMENT, bulk, in_ids, opportunities, profiles};
@@ -390,7 +390,10 @@ impl Fields<'_> {
     fn text(&self, name: &str) -> Result<Option<String>, String> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(Value::String(text)) => {
+                refuse_nul(name, text).map_err(message)?;
+                Ok(Some(text.clone()))
+            }
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(other) => Err(format!("{name}: expected text, found {other}")),
         }
@@ -444,7 +447,10 @@ impl Fields<'_> {
         items
             .iter()
             .map(|item| match item {
-                Value::String(text) => Ok(text.clone()),
+                Value::String(text) => {
+                    refuse_nul(name, text).map_err(message)?;
+                    Ok(text.clone())
+                }
                 Value::Number(n) => Ok(n.to_string()),
                 other => Err(format!("{name}: not a list of text: {other}")),
             })
@@ -452,6 +458,13 @@ impl Fields<'_> {
     }
 
     fn timestamp(&self, name: &str) -> Result<Option<DateTime<Utc>>, String> {
+        let Some(time) = self.any_timestamp(name)? else {
+            return Ok(None);
+        };
+        parse_time(name, time).map(Some).map_err(message)
+    }
+
+    fn any_timestamp(&self, name: &str) -> Result<Option<DateTime<Utc>>, String> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => n
@@ -470,7 +483,7 @@ impl Fields<'_> {
         match self.get(name) {
             Some(Value::String(text)) => {
                 if let Ok(date) = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") {
-                    return Ok(Some(date));
+                    return parse_date(name, date).map(Some).map_err(message);
                 }
             }
             None => return Ok(None),

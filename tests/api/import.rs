@@ -598,6 +598,10 @@ async fn bad_catalynx_rows_are_reported_and_the_rest_imported() {
         p("p3", "'010000001'", "active", "'2024-01-01'"),
         p("p4", "NULL", "active", "'last spring'"),
         p("p5", "'12345'", "active", "'2024-01-01'"),
+        p("p6", "NULL", "active", "'0000-12-31 23:00:00'"),
+        "INSERT INTO profiles (id, name, organization_type, status, created_at) \
+         VALUES ('p7', 'Org' || char(0) || 'p7', 'nonprofit', 'active', '2024-01-01')"
+            .to_owned(),
         o("o1", "p1", "0.5", "NULL", "NULL"),
         o("o2", "p2", "0.5", "NULL", "NULL"),
         o("o3", "p1", "1.5", "NULL", "NULL"),
@@ -611,7 +615,7 @@ async fn bad_catalynx_rows_are_reported_and_the_rest_imported() {
         .await
         .unwrap();
 
-    assert_eq!(report.profiles, counts(5, 1, 0, 0, 4));
+    assert_eq!(report.profiles, counts(7, 1, 0, 0, 6));
     assert_eq!(report.opportunities, counts(5, 2, 0, 0, 3));
     let mut rejects: Vec<String> = report
         .rejects
@@ -629,6 +633,8 @@ async fn bad_catalynx_rows_are_reported_and_the_rest_imported() {
             "profiles rowid 3 EIN 010000001 belongs to profile p1",
             "profiles rowid 4 created_at: not a timestamp: \"last spring\"",
             "profiles rowid 5 invalid EIN \"12345\": expected 9 digits, e.g. 12-3456789",
+            "profiles rowid 6 created_at must be in the years 1 to 9999, got 0000-12-31 23:00:00 UTC",
+            "profiles rowid 7 name must not contain NUL characters",
         ]
     );
     assert!(

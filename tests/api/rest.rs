@@ -277,6 +277,7 @@ async fn query_parameters_are_validated() {
         "/api/profiles?limit=501",
         "/api/profiles?limit=ten",
         "/api/profiles?offset=-1",
+        "/api/profiles?offset=9223372036854775808",
         "/api/profiles?status=deleted",
         "/api/profiles/database?limit=-5",
         "/api/profiles/x/opportunities?stage=won",
@@ -289,6 +290,9 @@ async fn query_parameters_are_validated() {
     }
     let (status, _) = get_json(&app, "/api/profiles?limit=500&offset=0&status=draft").await;
     assert_eq!(status, StatusCode::OK);
+    let (status, body) = get_json(&app, "/api/profiles?offset=9223372036854775807").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["profiles"], serde_json::json!([]));
     app.finish().await;
 }
 
