@@ -218,25 +218,29 @@ impl DbFault {
             }
             Sqlx::Database(e) => {
                 let code = e.code()?;
-                match code.parse::<i32>() {
+                // By the driver, not by the code's form: many SQLSTATEs are
+                // digits too (22021 would read as SQLITE_BUSY).
+                if e.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+                    .is_some()
+                {
                     // SQLite extended result codes: the primary code is the low byte.
-                    Ok(extended) => match extended & 0xff {
+                    return match code.parse::<i32>().ok()? & 0xff {
                         5 | 6 => Some(Self::Busy), // SQLITE_BUSY, SQLITE_LOCKED
                         8 => Some(Self::ReadOnly), // SQLITE_READONLY
                         13 => Some(Self::Full),    // SQLITE_FULL
                         _ => None,
-                    },
-                    // PostgreSQL SQLSTATEs.
-                    Err(_) => match code.as_ref() {
-                        "25006" => Some(Self::ReadOnly), // read_only_sql_transaction (a standby)
-                        "55P03" | "40P01" => Some(Self::Busy), // lock_not_available, deadlock
-                        c if c.starts_with("08") || c.starts_with("57P") => {
-                            Some(Self::Unreachable) // connection exception, shutting down
-                        }
-                        c if c.starts_with("53") => Some(Self::Full), // insufficient resources
-                        c if c.starts_with("22") => Some(Self::Unstorable), // data exception
-                        _ => None,
-                    },
+                    };
+                }
+                // PostgreSQL SQLSTATEs.
+                match code.as_ref() {
+                    "25006" => Some(Self::ReadOnly), // read_only_sql_transaction (a standby)
+                    "55P03" | "40P01" => Some(Self::Busy), // lock_not_available, deadlock
+                    c if c.starts_with("08") || c.starts_with("57P") => {
+                        Some(Self::Unreachable) // connection exception, shutting down
+                    }
+                    c if c.starts_with("53") => Some(Self::Full), // insufficient resources
+                    c if c.starts_with("22") => Some(Self::Unstorable), // data exception
+                    _ => None,
                 }
             }
             _ => None,

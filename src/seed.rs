@@ -186,6 +186,7 @@ fn load_sqlite(
     }
     complete(plan, done)?;
     sqlite_bulk::create_indexes(&txn, &indexes)?;
+    txn.execute_batch(crate::store::RAISE_DATA_EPOCH)?;
     txn.commit()?;
     Ok(opportunities)
 }
@@ -215,6 +216,7 @@ async fn load_postgres(
     }
     complete(plan, done)?;
     bulk::create_indexes(&txn, &indexes).await?;
+    crate::store::raise_data_epoch(&txn).await?;
     txn.commit().await?;
     // Right after a load the planner has no statistics for the new rows and
     // no page is marked all-visible, so index-only scans (filtered counts)

@@ -255,12 +255,24 @@ impl RunningServer {
         })?;
         let addr = listener.local_addr()?;
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+        let follow = config.cache.cache_enabled.then(|| {
+            state
+                .cache()
+                .clone()
+                .follow_external_writes(state.db().read.clone())
+        });
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = signal.await;
-                })
-                .await
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = signal.await;
+            });
+            // The poll lasts as long as the server.
+            match follow {
+                Some(follow) => tokio::select! {
+                    served = serve => served,
+                    never = follow => match never {},
+                },
+                None => serve.await,
+            }
         });
         Ok(Self {
             addr,

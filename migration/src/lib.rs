@@ -1,7 +1,7 @@
 //! Schema migrations, applied in order on every start (and by `catalynx migrate`).
 //!
 //! sea-orm-migration records applied migrations in `seaql_migrations`, so a
-//! second run is a no-op; every statement also says `IF NOT EXISTS`.
+//! second run is a no-op; tables and indexes are also created `IF NOT EXISTS`.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -12,6 +12,7 @@ mod m20261130_000004_drop_prefix_indexes;
 mod m20261130_000005_profile_status_counts;
 mod m20261130_000006_profile_status_deltas;
 mod m20261130_000007_stage_window_index;
+mod m20261130_000008_data_epoch;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000005_profile_status_counts::Migration),
             Box::new(m20261130_000006_profile_status_deltas::Migration),
             Box::new(m20261130_000007_stage_window_index::Migration),
+            Box::new(m20261130_000008_data_epoch::Migration),
         ]
     }
 }

@@ -11,6 +11,11 @@
 //! lookup that could include it in O(tags), without enumerating keys, and a
 //! read that began before a write can never store its older result under
 //! the newer generation (it checks before inserting, and lookups check again).
+//!
+//! Writes made outside a server (an import, a seed) raise a counter in the
+//! database instead, which every server polls
+//! ([`Cache::follow_external_writes`]); its value is part of every key, so
+//! when it moves every entry of every tier is left behind at once.
 
 pub mod codec;
 pub mod disk;
@@ -19,7 +24,7 @@ pub mod shared;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -395,7 +400,16 @@ struct Inner {
     response_ttl: Duration,
     /// Disk writes still running in the background.
     pending_writes: Arc<std::sync::atomic::AtomicUsize>,
+    /// The database's count of writes made outside a server, as last read.
+    epoch: AtomicI64,
+    /// One reading of the epoch at a time: a slow read must not put back
+    /// the value a later one replaced.
+    epoch_reads: tokio::sync::Mutex<()>,
 }
+
+/// How often a server reads the count of writes made outside it: what it
+/// serves is at most this much older than an import or a seed.
+const EXTERNAL_WRITES_POLL: Duration = Duration::from_secs(1);
 
 /// Why a computed value was not stored; shared by every request that waited on it.
 enum NotStored {
@@ -449,6 +463,8 @@ impl Cache {
                 responses: responses::store(config.cache_max_bytes / 8),
                 response_ttl: shortest_ttl(config),
                 pending_writes: Default::default(),
+                epoch: AtomicI64::new(0),
+                epoch_reads: Default::default(),
             }),
         }
     }
@@ -457,6 +473,11 @@ impl Cache {
     /// directory that cannot be used is logged and the cache runs in memory.
     pub async fn open(config: &CacheConfig, db: &crate::db::Db) -> Self {
         let mut cache = Self::new(config);
+        match crate::store::data_epoch(&db.read).await {
+            Ok(epoch) => cache.inner.epoch.store(epoch, Ordering::Release),
+            // The poll reads it again; until then keys are those of epoch 0.
+            Err(e) => tracing::warn!(error = %e, "cannot read the data epoch"),
+        }
         let Some(dir) = config.cache_dir.clone().filter(|_| config.cache_enabled) else {
             return cache;
         };
@@ -667,10 +688,6 @@ impl Cache {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.inner.enabled
-    }
-
     fn ttl(&self, field: &str) -> Duration {
         self.inner
             .field_ttl
@@ -679,13 +696,78 @@ impl Cache {
             .map_or(self.inner.default_ttl, |(_, ttl)| *ttl)
     }
 
-    /// The cache key: the field and every argument after defaults, as JSON.
-    fn key(field: &str, args: &impl Serialize) -> String {
+    /// The cache key: the field, every argument after defaults as JSON, and
+    /// the data epoch.
+    fn key(&self, field: &str, args: &impl Serialize) -> String {
         let mut key = String::with_capacity(64);
         key.push_str(field);
         key.push('\u{1f}');
         key.push_str(&serde_json::to_string(args).expect("cache key arguments serialise"));
+        self.push_epoch(&mut key);
         key
+    }
+
+    /// The key of a whole response (see [`responses::key`]).
+    pub fn response_key(
+        &self,
+        query: &str,
+        operation_name: Option<&str>,
+        variables: &serde_json::Value,
+    ) -> String {
+        let mut key = responses::key(query, operation_name, variables);
+        self.push_epoch(&mut key);
+        key
+    }
+
+    fn push_epoch(&self, key: &mut String) {
+        use std::fmt::Write;
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
+        write!(key, "\u{1f}{epoch}").expect("writing to a String");
+    }
+
+    /// Reads the database's count of writes made outside a server every
+    /// [`EXTERNAL_WRITES_POLL`], for as long as the future runs. When it
+    /// moves, keys change with it, so nothing stored before (in memory, on
+    /// disk, in Redis) is found again, and the memory tiers are emptied.
+    pub async fn follow_external_writes(
+        self,
+        conn: sea_orm::DatabaseConnection,
+    ) -> std::convert::Infallible {
+        let mut ticks = tokio::time::interval(EXTERNAL_WRITES_POLL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticks.tick().await;
+            match self.observe_external_writes(&conn).await {
+                Ok(()) => failing = false,
+                // Once per outage: the database's own faults are logged
+                // by the requests that meet them.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the data epoch; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One poll of [`Cache::follow_external_writes`]; also for a caller
+    /// that has just written outside the server and wants it seen at once.
+    pub async fn observe_external_writes(
+        &self,
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Result<(), sea_orm::sqlx::Error> {
+        let _one_at_a_time = self.inner.epoch_reads.lock().await;
+        let epoch = crate::store::data_epoch(conn).await?;
+        if self.inner.epoch.swap(epoch, Ordering::AcqRel) != epoch {
+            tracing::info!(
+                epoch,
+                "data changed outside this server (an import or a seed): cached results dropped"
+            );
+            self.inner.store.invalidate_all();
+            self.inner.responses.invalidate_all();
+        }
+        Ok(())
     }
 
     fn encode<T: Serialize>(&self, value: &T) -> AppResult<Arc<[u8]>> {
@@ -764,7 +846,7 @@ impl Cache {
             }
             return load().await;
         }
-        let key = Self::key(field, args);
+        let key = self.key(field, args);
         if let Some(value) = self.lookup(&key).await {
             self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(value);
@@ -851,7 +933,7 @@ impl Cache {
         let mut pending = Vec::new();
         for k in keys {
             let (args, tags) = describe(k);
-            let key = Self::key(field, &args);
+            let key = self.key(field, &args);
             match self.lookup::<T>(&key).await {
                 Some(value) => {
                     found.insert(k.clone(), value);

@@ -340,7 +340,9 @@ async fn run(
     // a hit's time) to know it is a query that may be answered here.
     let keep = state.cache().response_deps().map(|deps| {
         (
-            response_key(&resolved.query, operation_name.as_deref(), &variables_json),
+            state
+                .cache()
+                .response_key(&resolved.query, operation_name.as_deref(), &variables_json),
             deps,
         )
     });
@@ -448,10 +450,6 @@ async fn run(
         cached: None,
         keep,
     })
-}
-
-fn response_key(query: &str, operation_name: Option<&str>, variables: &Value) -> String {
-    crate::cache::responses::key(query, operation_name, variables)
 }
 
 /// Error codes the API produces, as metric labels; anything else is `OTHER`

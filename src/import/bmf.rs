@@ -293,6 +293,9 @@ impl Batch {
             }
         }
         bulk::insert_many::<profile::Entity, _>(&txn, &inserts).await?;
+        if !inserts.is_empty() || updated > 0 {
+            crate::store::raise_data_epoch(&txn).await?;
+        }
         txn.commit().await?;
         counts.inserted += inserts.len() as u64;
         counts.updated += updated;

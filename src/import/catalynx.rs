@@ -706,6 +706,7 @@ impl Batch {
             return Ok(());
         }
         self.ids.clear();
+        let written = report.profiles.written() + report.opportunities.written();
         let txn = db.begin_write().await?;
 
         let ids: Vec<String> = self.profiles.iter().map(|(_, p)| p.id.clone()).collect();
@@ -788,6 +789,9 @@ impl Batch {
         }
         bulk::insert_many::<opportunity::Entity, _>(&txn, &inserts).await?;
         report.opportunities.inserted += inserts.len() as u64;
+        if report.profiles.written() + report.opportunities.written() > written {
+            crate::store::raise_data_epoch(&txn).await?;
+        }
         txn.commit().await
     }
 }

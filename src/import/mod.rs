@@ -33,6 +33,13 @@ pub struct Counts {
     pub rejected: u64,
 }
 
+impl Counts {
+    /// Rows written: inserted or rewritten.
+    pub fn written(&self) -> u64 {
+        self.inserted + self.updated
+    }
+}
+
 /// Where an input row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Position {

@@ -53,6 +53,35 @@ pub fn like_pattern(text: &str) -> LikeExpr {
     LikeExpr::new(escaped).escape('\\')
 }
 
+/// Raises the counter of writes made outside a server (an import, a seed),
+/// inside the writing transaction: servers poll it ([`data_epoch`]) and drop
+/// their cached results when it moves.
+pub const RAISE_DATA_EPOCH: &str = "UPDATE data_epoch SET epoch = epoch + 1";
+
+/// Runs [`RAISE_DATA_EPOCH`] on a sea-orm connection or transaction.
+pub async fn raise_data_epoch(conn: &impl sea_orm::ConnectionTrait) -> Result<(), sea_orm::DbErr> {
+    conn.execute_unprepared(RAISE_DATA_EPOCH).await.map(drop)
+}
+
+/// The counter [`RAISE_DATA_EPOCH`] raises. Read from the pool itself, past
+/// sea-orm: the statement count a server reports is of what its requests
+/// send, and this poll runs whether or not any request comes.
+pub async fn data_epoch(conn: &sea_orm::DatabaseConnection) -> Result<i64, sea_orm::sqlx::Error> {
+    const SQL: &str = "SELECT epoch FROM data_epoch";
+    match conn.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            sea_orm::sqlx::query_scalar(SQL)
+                .fetch_one(conn.get_postgres_connection_pool())
+                .await
+        }
+        _ => {
+            sea_orm::sqlx::query_scalar(SQL)
+                .fetch_one(conn.get_sqlite_connection_pool())
+                .await
+        }
+    }
+}
+
 /// A description of the data that changes with any insert, update or delete
 /// made through this API (row counts and latest `updated_at` of each table),
 /// so that cached results kept across a restart are not trusted after changes

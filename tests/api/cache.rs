@@ -255,6 +255,60 @@ async fn spawn_with_ttl(ttl: Duration) -> TestApp {
 
 /// Renames a profile in SQL, unseen by the server: only the TTL can end
 /// what it has cached.
+/// A seed or an import made by another process (here: another pool on the
+/// same database, as `catalynx seed` opens) is seen within a moment, where
+/// the TTL would have kept the old answers for minutes; and the answers are
+/// cached again after.
+async fn writes_made_outside_the_server_are_seen_within_a_moment(backend: Backend) {
+    let Some(app) = spawn_with(backend, ApiConfig::default(), cache_on()).await else {
+        return;
+    };
+    let total =
+        || async { app.data(NESTED_PAGE, Value::Null).await["profiles"]["totalCount"].clone() };
+    assert_eq!(total().await, 0);
+    let (_, warm) = app.statements_of(total()).await;
+    assert_eq!(warm, 0, "the repeat is cached");
+
+    let elsewhere = catalynx::db::Db::connect(&catalynx::config::DbConfig::new(app.database_url()))
+        .await
+        .unwrap();
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 20,
+        opportunities_per_profile: 2,
+        seed: 7,
+    };
+    catalynx::seed::seed(&elsewhere, plan, false).await.unwrap();
+    elsewhere.close().await.unwrap();
+    // The default list leaves archived profiles out.
+    let listed = json!(
+        app.scalar("SELECT COUNT(*) FROM profiles WHERE status <> 'archived'")
+            .await
+    );
+    assert!(listed.as_i64().unwrap() > 0);
+
+    let started = Instant::now();
+    while total().await != listed {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the seed is still not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    total().await;
+    let (seen, warm) = app.statements_of(total()).await;
+    assert_eq!((seen, warm), (listed, 0), "cached again");
+    app.finish().await;
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_outside_the_server_are_seen_within_a_moment_on_sqlite() {
+    writes_made_outside_the_server_are_seen_within_a_moment(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_made_outside_the_server_are_seen_within_a_moment_on_postgres() {
+    writes_made_outside_the_server_are_seen_within_a_moment(Backend::Postgres).await;
+}
+
 async fn rename_behind_the_servers_back(app: &TestApp, id: &str, name: &str) {
     use sea_orm::ConnectionTrait;
     app.db

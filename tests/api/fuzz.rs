@@ -474,7 +474,11 @@ fn foreign_redis_entries_are_misses() {
         let cache = Cache::new(&config).with_shared(&url).await.unwrap();
         for (i, bytes) in planted.iter().enumerate() {
             let args = (nonce.as_str(), i);
-            let key = format!("clx:v:fuzz\u{1f}{}", serde_json::to_string(&args).unwrap());
+            // Ends with the data epoch: 0 for a cache made without a database.
+            let key = format!(
+                "clx:v:fuzz\u{1f}{}\u{1f}0",
+                serde_json::to_string(&args).unwrap()
+            );
             let _: () = redis::AsyncCommands::set(&mut conn, &key, bytes.as_slice())
                 .await
                 .unwrap();

@@ -208,16 +208,26 @@ async fn reimporting_the_same_file_changes_nothing(backend: Backend) {
         return;
     };
     let db = test_db.connect().await;
+    let epoch = || catalynx::store::data_epoch(&db.read);
+    let empty = epoch().await.unwrap();
     bmf::import(&db, &[PathBuf::from(SAMPLE)], &options())
         .await
         .unwrap();
     let before = digest(&db).await;
+    // Servers learn of the import through the data epoch.
+    let imported = epoch().await.unwrap();
+    assert!(imported > empty);
 
     let again = bmf::import(&db, &[PathBuf::from(SAMPLE)], &options())
         .await
         .unwrap();
     assert_eq!(again.profiles, counts(11, 0, 0, 7, 4));
     assert_eq!(digest(&db).await, before, "not even updated_at moved");
+    assert_eq!(
+        epoch().await.unwrap(),
+        imported,
+        "nothing for servers to drop"
+    );
 
     // The same rows gzip-compressed (recognised by content, not by name).
     let dir = tempfile::tempdir().unwrap();
