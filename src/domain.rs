@@ -155,6 +155,20 @@ pub fn parse_text(field: &str, value: &str, max: usize) -> Result<String, AppErr
     Ok(trimmed.to_owned())
 }
 
+/// A website: text that frontends put in links, so an absolute URL must be
+/// `http` or `https` (`javascript:` and `data:` would run in the reader's
+/// browser). A bare host name (`www.example.org`) is kept as written.
+pub fn parse_website(field: &str, value: &str, max: usize) -> Result<String, AppError> {
+    let text = parse_text(field, value, max)?;
+    match url::Url::parse(&text) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => Err(AppError::bad_input(format!(
+            "{field} must be an http or https address, got a {}: address",
+            url.scheme()
+        ))),
+        _ => Ok(text),
+    }
+}
+
 /// PostgreSQL text cannot hold NUL, so no stored value has one and no
 /// search for one can match; both databases refuse it the same way.
 pub fn refuse_nul(field: &str, value: &str) -> Result<(), AppError> {

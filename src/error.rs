@@ -29,6 +29,10 @@ pub enum AppError {
     /// GET, refused before anything runs.
     #[error("mutations must be sent with POST")]
     MutationOverGet,
+    /// `METHOD_NOT_ALLOWED` (HTTP 405 with `Allow`): a route asked with a
+    /// method it does not take.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// `NOT_ACCEPTABLE` (HTTP 406): the `Accept` header allows no format the server writes.
     #[error("{0}")]
     NotAcceptable(String),
@@ -81,7 +85,7 @@ impl AppError {
             Self::Conflict(_) => "CONFLICT",
             Self::Internal(_) => "INTERNAL",
             Self::BadRequest(_) => "BAD_REQUEST",
-            Self::MutationOverGet => "METHOD_NOT_ALLOWED",
+            Self::MutationOverGet | Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::NotAcceptable(_) => "NOT_ACCEPTABLE",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
@@ -104,6 +108,7 @@ impl AppError {
             Self::Internal(e) => Self::Internal(anyhow::anyhow!("{e:#}")),
             Self::BadRequest(m) => Self::BadRequest(m.clone()),
             Self::MutationOverGet => Self::MutationOverGet,
+            Self::MethodNotAllowed(m) => Self::MethodNotAllowed(m.clone()),
             Self::NotAcceptable(m) => Self::NotAcceptable(m.clone()),
             Self::PayloadTooLarge(m) => Self::PayloadTooLarge(m.clone()),
             Self::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m.clone()),
@@ -126,7 +131,7 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MutationOverGet | Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

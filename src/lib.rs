@@ -39,16 +39,24 @@ pub mod store;
 use config::{Cli, Command, ImportCommand};
 use db::Db;
 
+/// Writes a command's output. `print!` panics when the reader is gone
+/// (`| head`); this ends the command with an error instead.
+fn print_out(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{text}")
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
+}
+
 /// Runs one CLI command to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli
         .command
         .unwrap_or_else(|| Command::Serve(Box::default()));
     match command {
-        Command::Schema => {
-            print!("{}", server::sdl());
-            Ok(())
-        }
+        Command::Schema => print_out(server::sdl()),
         Command::Migrate => {
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
@@ -87,8 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     import::catalynx::import(&db, &config.path, &config.options).await?
                 }
             };
-            print!("{report}");
-            Ok(())
+            print_out(report)
         }
         Command::Export(config) => {
             let db = Db::connect(&cli.db).await?;

@@ -5,7 +5,7 @@
 //! - `GET /api/profiles?limit=&offset=&status=` → `{ profiles, total_count }`
 //! - `GET /api/profiles/database` → the same plus `"source": "database_optimized"`
 //! - `GET /api/profiles/{id}` → the profile (404 when missing)
-//! - `GET /api/profiles/{id}/opportunities?limit=&stage=` → `{ opportunities, total_count, profile_id }`
+//! - `GET /api/profiles/{id}/opportunities?limit=&offset=&stage=` → `{ opportunities, total_count, profile_id }`
 //!
 //! Errors are `{ "detail": message, "code": CODE }` with a 4xx status.
 //! Responses carry an ETag and answer 304 as GraphQL reads do.
@@ -246,17 +246,17 @@ async fn list_opportunities(
     RawQuery(raw): RawQuery,
 ) -> AppResult<Response> {
     let params = Params::parse(raw)?;
-    let (limit, stage) = (params.limit(&state)?, params.stage()?);
+    let (limit, offset, stage) = (params.limit(&state)?, params.offset()?, params.stage()?);
     let (conn, cache) = (&state.db().read, state.cache());
     cache.sync().await;
     let tags = [Tag::ProfileOpportunities(&id), Tag::Profile(&id)];
     let (page, total_count, exists): (Vec<entity::opportunity::Model>, u64, bool) = cache
         .get_or_load(
             "rest.opportunities",
-            &(&id, stage, limit),
+            &(&id, stage, limit, offset),
             &tags,
             || async {
-                let page = listings::opportunities_page(conn, &id, stage, limit).await?;
+                let page = listings::opportunities_page(conn, &id, stage, limit, offset).await?;
                 let total = listings::opportunities_total(conn, &id, stage).await?;
                 // Only an empty answer needs to ask whether the profile exists at all.
                 let exists = total > 0 || crate::store::profiles::exists(conn, &id).await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Query;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use crate::availability::Availability;
 use crate::cache::Cache;
 use crate::config::{ApiConfig, HttpConfig, ServeConfig};
 use crate::db::Db;
+use crate::error::AppError;
 use crate::graphql::ApiContext;
 use crate::graphql::limits::{self, RequestLimits};
 use crate::graphql::loaders::Loaders;
@@ -184,6 +185,10 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
     } else {
         routes
     }
+    // Last, so that they cover every route: the same JSON error body, with
+    // a code, as every other error (axum's own are empty).
+    .fallback(no_route)
+    .method_not_allowed_fallback(no_method)
     .with_state(state.clone());
     Ok(crate::http::layers(
         routes,
@@ -191,6 +196,14 @@ pub fn app(state: AppState) -> anyhow::Result<Router> {
         cors,
         state.metrics().clone(),
     ))
+}
+
+async fn no_route(uri: Uri) -> AppError {
+    AppError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn no_method(method: Method, uri: Uri) -> AppError {
+    AppError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
 }
 
 /// Largest body `/bench/ceiling` builds.

@@ -11,7 +11,7 @@ use entity::{StringList, opportunity};
 use super::ApiContext;
 use super::connection::{OrderDirection, PageInfo, node_fields};
 use super::loaders::{CountKey, Loaders};
-use super::profile::{Profile, apply, parse_batch, parse_search, stored_enum};
+use super::profile::{Profile, apply, apply_required, parse_batch, parse_search, stored_enum};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -596,13 +596,13 @@ impl CreateOpportunityInput {
 #[derive(InputObject)]
 pub struct UpdateOpportunityInput {
     /// The funder's name.
-    organization_name: Option<String>,
+    organization_name: MaybeUndefined<String>,
     /// The funder's EIN.
     ein: MaybeUndefined<String>,
     /// Funnel stage.
-    current_stage: Option<Stage>,
+    current_stage: MaybeUndefined<Stage>,
     /// Overall fit score, 0 to 1.
-    overall_score: Option<f64>,
+    overall_score: MaybeUndefined<f64>,
     /// Confidence in the score, 0 to 1.
     confidence_level: MaybeUndefined<f64>,
     /// Priority.
@@ -618,25 +618,34 @@ pub struct UpdateOpportunityInput {
     /// Application deadline.
     close_date: MaybeUndefined<NaiveDate>,
     /// Tags (replaces the list).
-    tags: Option<Vec<String>>,
+    tags: MaybeUndefined<Vec<String>>,
     /// Notes.
     notes: MaybeUndefined<String>,
 }
 
 impl UpdateOpportunityInput {
     fn apply_to(self, o: &mut opportunity::Model) -> AppResult<()> {
-        if let Some(name) = self.organization_name {
-            o.organization_name = parse_text("organizationName", &name, MAX_NAME)?;
-        }
+        apply_required(
+            &mut o.organization_name,
+            "organizationName",
+            self.organization_name,
+            |name| parse_text("organizationName", &name, MAX_NAME),
+        )?;
         apply(&mut o.ein, self.ein, |e| {
             Ein::parse(&e).map(Ein::into_inner)
         })?;
-        if let Some(stage) = self.current_stage {
-            o.current_stage = stage.as_str().to_owned();
-        }
-        if let Some(score) = self.overall_score {
-            o.overall_score = parse_unit("overallScore", score)?;
-        }
+        apply_required(
+            &mut o.current_stage,
+            "currentStage",
+            self.current_stage,
+            |s| Ok(s.as_str().to_owned()),
+        )?;
+        apply_required(
+            &mut o.overall_score,
+            "overallScore",
+            self.overall_score,
+            |v| parse_unit("overallScore", v),
+        )?;
         apply(&mut o.confidence_level, self.confidence_level, |v| {
             parse_unit("confidenceLevel", v)
         })?;
@@ -656,9 +665,7 @@ impl UpdateOpportunityInput {
         apply(&mut o.close_date, self.close_date, |d| {
             parse_date("closeDate", d)
         })?;
-        if let Some(tags) = self.tags {
-            o.tags = tag_list(tags)?;
-        }
+        apply_required(&mut o.tags, "tags", self.tags, tag_list)?;
         apply(&mut o.notes, self.notes, |v| {
             parse_text("notes", &v, MAX_NOTES)
         })?;

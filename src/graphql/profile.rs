@@ -20,7 +20,7 @@ use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
     DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode, parse_amount,
-    parse_ntee_major_group, parse_text, parse_time, refuse_nul,
+    parse_ntee_major_group, parse_text, parse_time, parse_website, refuse_nul,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{self, OpportunityFilter};
@@ -751,7 +751,11 @@ impl CreateProfileInput {
                 .annual_revenue
                 .map(|v| parse_amount("annualRevenue", v))
                 .transpose()?,
-            website_url: optional_text("websiteUrl", self.website_url, MAX_NAME)?,
+            website_url: self
+                .website_url
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_website("websiteUrl", &v, MAX_NAME))
+                .transpose()?,
             last_discovery_date: self
                 .last_discovery_date
                 .map(|t| parse_time("lastDiscoveryDate", t))
@@ -766,21 +770,21 @@ impl CreateProfileInput {
 #[derive(InputObject)]
 pub struct UpdateProfileInput {
     /// Organisation name.
-    name: Option<String>,
+    name: MaybeUndefined<String>,
     /// Kind of organisation.
-    organization_type: Option<OrganizationType>,
+    organization_type: MaybeUndefined<OrganizationType>,
     /// EIN, `12-3456789` or `123456789`; unique.
     ein: MaybeUndefined<String>,
     /// Mission statement.
     mission_statement: MaybeUndefined<String>,
     /// Status.
-    status: Option<ProfileStatus>,
+    status: MaybeUndefined<ProfileStatus>,
     /// Free-text keywords.
     keywords: MaybeUndefined<String>,
     /// Areas of work (replaces the list).
-    focus_areas: Option<Vec<String>>,
+    focus_areas: MaybeUndefined<Vec<String>>,
     /// NTEE codes (replaces the list).
-    ntee_codes: Option<Vec<String>>,
+    ntee_codes: MaybeUndefined<Vec<String>>,
     /// City.
     city: MaybeUndefined<String>,
     /// Two-letter US state code.
@@ -807,32 +811,54 @@ pub fn apply<T, U>(
     Ok(())
 }
 
+/// Applies a change to a field that always has a value: undefined keeps, a
+/// value is parsed, and null is refused rather than ignored (a client that
+/// sends it expects the field cleared).
+pub fn apply_required<T, U>(
+    slot: &mut U,
+    field: &str,
+    change: MaybeUndefined<T>,
+    parse: impl FnOnce(T) -> AppResult<U>,
+) -> AppResult<()> {
+    match change {
+        MaybeUndefined::Undefined => {}
+        MaybeUndefined::Null => {
+            return Err(AppError::bad_input(format!(
+                "{field} cannot be null; leave it out to keep its value"
+            )));
+        }
+        MaybeUndefined::Value(v) => *slot = parse(v)?,
+    }
+    Ok(())
+}
+
 impl UpdateProfileInput {
     fn apply_to(self, p: &mut profile::Model) -> AppResult<()> {
-        if let Some(name) = self.name {
-            p.name = parse_text("name", &name, MAX_NAME)?;
-        }
-        if let Some(t) = self.organization_type {
-            p.organization_type = t.as_str().to_owned();
-        }
+        apply_required(&mut p.name, "name", self.name, |name| {
+            parse_text("name", &name, MAX_NAME)
+        })?;
+        apply_required(
+            &mut p.organization_type,
+            "organizationType",
+            self.organization_type,
+            |t| Ok(t.as_str().to_owned()),
+        )?;
         apply(&mut p.ein, self.ein, |e| {
             Ein::parse(&e).map(Ein::into_inner)
         })?;
         apply(&mut p.mission_statement, self.mission_statement, |v| {
             parse_text("missionStatement", &v, MAX_TEXT)
         })?;
-        if let Some(s) = self.status {
-            p.status = s.as_str().to_owned();
-        }
+        apply_required(&mut p.status, "status", self.status, |s| {
+            Ok(s.as_str().to_owned())
+        })?;
         apply(&mut p.keywords, self.keywords, |v| {
             parse_text("keywords", &v, MAX_TEXT)
         })?;
-        if let Some(v) = self.focus_areas {
-            p.focus_areas = string_list("focusAreas", v)?;
-        }
-        if let Some(v) = self.ntee_codes {
-            p.ntee_codes = ntee_list(v)?;
-        }
+        apply_required(&mut p.focus_areas, "focusAreas", self.focus_areas, |v| {
+            string_list("focusAreas", v)
+        })?;
+        apply_required(&mut p.ntee_codes, "nteeCodes", self.ntee_codes, ntee_list)?;
         apply(&mut p.city, self.city, |v| parse_text("city", &v, MAX_NAME))?;
         apply(&mut p.state, self.state, |v| {
             StateCode::parse(&v).map(StateCode::into_inner)
@@ -841,7 +867,7 @@ impl UpdateProfileInput {
             parse_amount("annualRevenue", v)
         })?;
         apply(&mut p.website_url, self.website_url, |v| {
-            parse_text("websiteUrl", &v, MAX_NAME)
+            parse_website("websiteUrl", &v, MAX_NAME)
         })?;
         apply(&mut p.last_discovery_date, self.last_discovery_date, |t| {
             parse_time("lastDiscoveryDate", t)

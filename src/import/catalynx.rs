@@ -38,7 +38,8 @@ use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{
     DbEnum, Ein, FundingSource, NteeCode, OrganizationType, Priority, ProfileStatus, Stage,
-    StateCode, parse_amount, parse_date, parse_rating, parse_time, parse_unit, refuse_nul,
+    StateCode, parse_amount, parse_date, parse_rating, parse_time, parse_unit, parse_website,
+    refuse_nul,
 };
 use crate::export::TABLE_COLUMN;
 use crate::store::{IDS_PER_STATEMENT, bulk, in_ids, opportunities, profiles};
@@ -598,7 +599,12 @@ impl Parsed {
                 .map(|v| parse_amount("annual_revenue", v))
                 .transpose()
                 .map_err(message)?,
-            website_url: f.text("website_url")?,
+            website_url: f
+                .text("website_url")?
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_website("website_url", &v, usize::MAX))
+                .transpose()
+                .map_err(message)?,
             last_discovery_date: f.timestamp("last_discovery_date")?,
             created_at,
             updated_at: f.timestamp("updated_at")?.unwrap_or(created_at),

@@ -76,7 +76,7 @@ pub async fn profiles_page(
     let page = Query::select()
         .column(Asterisk)
         .from(profile::Entity)
-        .cond_where(status_filter(status).condition())
+        .cond_where(status_filter(status).condition(conn.get_database_backend()))
         .order_by(profile::Column::UpdatedAt, Order::Desc)
         .order_by(profile::Column::Id, Order::Asc)
         .limit(limit)
@@ -126,11 +126,13 @@ pub async fn opportunities_page(
     profile_id: &str,
     stage: Option<Stage>,
     limit: u64,
+    offset: u64,
 ) -> Result<Vec<opportunity::Model>, DbErr> {
     opportunities_of(profile_id, stage)
         .order_by_desc(opportunity::Column::OverallScore)
         .order_by_asc(opportunity::Column::Id)
         .limit(limit)
+        .offset(offset)
         .all(conn)
         .await
 }

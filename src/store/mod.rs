@@ -39,11 +39,18 @@ pub fn in_ids(backend: DatabaseBackend, expr: impl Into<SimpleExpr>, ids: &[Stri
 }
 
 /// A case-insensitive "contains" pattern for `LOWER(column) LIKE`, with the
-/// user's `%`, `_` and `\` taken literally.
-pub fn like_pattern(text: &str) -> LikeExpr {
+/// user's `%`, `_` and `\` taken literally. Lowercased as the backend's
+/// `LOWER` lowercases the column: SQLite's folds ASCII letters only, so a
+/// pattern with `é` for `É` would match no stored `École`.
+pub fn like_pattern(backend: DatabaseBackend, text: &str) -> LikeExpr {
+    let text = text.trim();
+    let lower = match backend {
+        DatabaseBackend::Sqlite => text.to_ascii_lowercase(),
+        _ => text.to_lowercase(),
+    };
     let mut escaped = String::with_capacity(text.len() + 2);
     escaped.push('%');
-    for c in text.trim().to_lowercase().chars() {
+    for c in lower.chars() {
         if matches!(c, '%' | '_' | '\\') {
             escaped.push('\\');
         }

@@ -102,7 +102,7 @@ impl OpportunityFilter {
             cond = cond.add(C::UserRating.lte(max));
         }
         if let Some(search) = &self.search {
-            let pattern = like_pattern(search);
+            let pattern = like_pattern(backend, search);
             let lower = |e: SimpleExpr| Func::lower(e);
             cond = cond.add(
                 Condition::any()

@@ -36,7 +36,7 @@ pub struct ProfileFilter {
 }
 
 impl ProfileFilter {
-    pub fn condition(&self) -> Condition {
+    pub fn condition(&self, backend: DatabaseBackend) -> Condition {
         use profile::Column as C;
         let mut cond = Condition::all();
         if !self.statuses.is_empty() {
@@ -76,14 +76,14 @@ impl ProfileFilter {
             cond = cond.add(C::AnnualRevenue.lte(max));
         }
         if let Some(search) = &self.search {
-            let pattern = like_pattern(search);
+            let pattern = like_pattern(backend, search);
             let lower = |c: C| Func::lower(Expr::col((profile::Entity, c)));
             let mut any = Condition::any()
                 .add(lower(C::Name).like(pattern.clone()))
                 .add(lower(C::MissionStatement).like(pattern));
             let digits: String = search.chars().filter(|c| c.is_ascii_digit()).collect();
             if !digits.is_empty() {
-                any = any.add(C::Ein.like(like_pattern(&digits)));
+                any = any.add(C::Ein.like(like_pattern(backend, &digits)));
             }
             cond = cond.add(any);
         }
@@ -245,7 +245,7 @@ pub async fn page(
     let mut query = profile::Entity::find()
         .select_only()
         .columns(columns.columns())
-        .filter(filter.condition());
+        .filter(filter.condition(conn.get_database_backend()));
     if let Some(cursor) = &request.cursor {
         let values = page::decode_cursor(keys, cursor)?;
         query = query.filter(page::after_condition(keys, &values, request.backward));
@@ -271,7 +271,7 @@ pub async fn count(conn: &impl ConnectionTrait, filter: &ProfileFilter) -> Resul
         return default_count(conn).await;
     }
     profile::Entity::find()
-        .filter(filter.condition())
+        .filter(filter.condition(conn.get_database_backend()))
         .count(conn)
         .await
 }

@@ -227,6 +227,9 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         Case::query("invalid state", create_with("state: \"XX\"")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::query("invalid NTEE code", create_with("nteeCodes: [\"ZZZZZ\"]")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::query("negative revenue", create_with("annualRevenue: -1")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
+        Case::query("javascript: website", create_with("websiteUrl: \"javascript:alert(1)\"")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
+        Case::query("javascript: website with a tab", create_with("websiteUrl: \" Java\\tScript:alert(1)\"")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
+        Case::query("data: website", create_with("websiteUrl: \"data:text/html,<script>alert(1)</script>\"")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::query("name of 100,000 characters", format!("mutation {{ createProfile(input: {{ name: \"{}\", organizationType: NONPROFIT }}) {{ id }} }}", "n".repeat(100_000))).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::query("score above 1", opportunity_with("overallScore: 1.01")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::query("score out of float range", opportunity_with("overallScore: 1e400")).key(EDITOR_KEY).expect(400, "GRAPHQL_PARSE_FAILED"),
@@ -254,6 +257,8 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         Case::query("opportunity of a missing profile", "mutation { createOpportunity(input: { profileId: \"profile_000000000000\", organizationName: \"H\" }) { id } }").key(EDITOR_KEY).expect(200, "NOT_FOUND"),
         Case::with_vars("batch of 1,001 profiles", "mutation($i: [CreateProfileInput!]!) { createProfiles(inputs: $i) { id } }", json!({ "i": vec![json!({ "name": "B", "organizationType": "NONPROFIT" }); 1001] })).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::with_vars("batch with one bad item", "mutation($i: [CreateProfileInput!]!) { createProfiles(inputs: $i) { id } }", json!({ "i": [{ "name": "Good", "organizationType": "NONPROFIT" }, { "name": "Bad", "organizationType": "NONPROFIT", "state": "QQ" }] })).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
+        Case::query("null name in an update", format!("mutation {{ updateProfile(id: \"{profile}\", input: {{ name: null }}) {{ id }} }}")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
+        Case::query("null organization type in an update", format!("mutation {{ updateProfile(id: \"{profile}\", input: {{ organizationType: null }}) {{ id }} }}")).key(EDITOR_KEY).expect(200, "BAD_USER_INPUT"),
         Case::query("update of a missing profile", "mutation { updateProfile(id: \"x' OR '1'='1\", input: { city: \"X\" }) { id } }").key(EDITOR_KEY).expect(200, "NOT_FOUND"),
         // Search text is data, never SQL.
         Case::with_vars("SQL in a profile search", profile_search, json!({ "s": "'; DROP TABLE profiles; --" })).plain(),
@@ -275,8 +280,13 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         Case::post("unknown persisted query", json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": "'; DROP TABLE profiles; --" } } })).expect(400, "PERSISTED_QUERY_NOT_FOUND"),
         Case {
             method: Method::PUT,
-            ..Case::query("PUT", "{ __typename }").expect(405, "")
+            ..Case::query("PUT", "{ __typename }").expect(405, "METHOD_NOT_ALLOWED")
         },
+        Case {
+            method: Method::DELETE,
+            ..Case::get("REST DELETE", "/api/profiles/x").expect(405, "METHOD_NOT_ALLOWED")
+        },
+        Case::get("no such route", "/api/funders").expect(404, "NOT_FOUND"),
         // Credentials.
         Case::query("mutation without a key", create).expect(401, "UNAUTHENTICATED"),
         Case::query("mutation with a reader key", create).key(READER_KEY).expect(403, "FORBIDDEN"),

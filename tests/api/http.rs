@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use catalynx::config::HttpConfig;
 use reqwest::header::{self, HeaderMap};
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -397,6 +397,54 @@ async fn a_persisted_mutation_cannot_be_replayed_by_get() {
     let response = get(&app, GRJ, &[("extensions", &extensions)]).await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 1);
+    app.finish().await;
+}
+
+/// Requests no route takes get the JSON error body and code every other
+/// error has, and a 405 still names the methods that are taken.
+#[tokio::test]
+async fn unknown_routes_and_methods_get_coded_json_errors() {
+    let app = spawn_http_app(HttpConfig::default()).await;
+    for (method, path, status, code, allow) in [
+        (
+            Method::PUT,
+            "/graphql",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            Some("GET,HEAD,POST"),
+        ),
+        (
+            Method::DELETE,
+            "/api/profiles/x",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            Some("GET,HEAD"),
+        ),
+        (
+            Method::GET,
+            "/nonexistent",
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            None,
+        ),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{method} {path}");
+        let allowed = header_of(response.headers(), "allow").map(|a| a.replace(' ', ""));
+        assert_eq!(allowed.as_deref(), allow, "{method} {path}");
+        assert_eq!(
+            header_of(response.headers(), "cache-control"),
+            Some("no-store")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], code, "{method} {path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains(path), "{body}");
+    }
     app.finish().await;
 }
 

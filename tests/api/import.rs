@@ -655,6 +655,39 @@ async fn bad_catalynx_rows_are_reported_and_the_rest_imported() {
     );
 }
 
+/// A reader that stops early (`| head`) ends the command with one error
+/// line, not a panic.
+#[test]
+fn output_to_a_closed_pipe_is_an_error_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+        .args([
+            "--database-url",
+            "sqlite://x.db",
+            "import",
+            "bmf",
+            SAMPLE,
+            "--quiet",
+        ])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("CATALYNX_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with("error: cannot write to standard output"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// Runs the real binary in `dir`; returns (success, stdout, stderr).
 fn catalynx_cli(args: &[&str], dir: &Path) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))

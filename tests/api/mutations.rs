@@ -21,7 +21,7 @@ async fn profile_life_cycle(app: &TestApp) {
 
     let updated = app
         .data(
-            "mutation($id: ID!) { updateProfile(id: $id, input: { city: \"Salem\", annualRevenue: null, status: DRAFT }) { city annualRevenue status name updatedAt } }",
+            "mutation($id: ID!) { updateProfile(id: $id, input: { city: \"Salem\", annualRevenue: null, status: DRAFT, websiteUrl: \"www.summit-arts.org\" }) { city annualRevenue status name websiteUrl updatedAt } }",
             json!({ "id": id }),
         )
         .await["updateProfile"]
@@ -29,6 +29,10 @@ async fn profile_life_cycle(app: &TestApp) {
     assert_eq!(updated["city"], "Salem");
     assert_eq!(updated["annualRevenue"], Value::Null);
     assert_eq!(updated["status"], "DRAFT");
+    assert_eq!(
+        updated["websiteUrl"], "www.summit-arts.org",
+        "a bare host is kept as written"
+    );
     assert_eq!(
         updated["name"], "Summit Arts Council",
         "omitted fields stay"
@@ -139,6 +143,10 @@ async fn opportunity_life_cycle(app: &TestApp) {
         "mutation($id: ID!) { updateOpportunity(id: $id, input: { userRating: 6 }) { id } }",
         "mutation($id: ID!) { updateOpportunity(id: $id, input: { confidenceLevel: -0.1 }) { id } }",
         "mutation($id: ID!) { updateOpportunity(id: $id, input: { ein: \"abc\" }) { id } }",
+        // Fields that always have a value cannot be cleared.
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { overallScore: null }) { id } }",
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { tags: null }) { id } }",
+        "mutation($id: ID!) { updateOpportunity(id: $id, input: { currentStage: null }) { id } }",
     ];
     for q in bad {
         assert_eq!(

@@ -623,6 +623,25 @@ on_both!(
     search_text_is_data_never_sql
 );
 
+/// Names with letters beyond ASCII are found as written, and in any case
+/// of their ASCII letters.
+async fn search_finds_names_beyond_ascii(app: &TestApp) {
+    create_profile(app, json!({ "name": "École des Beaux-Arts de Montréal" })).await;
+    create_profile(app, json!({ "name": "Fundación Niños" })).await;
+    let total = |s: &'static str| async move {
+        app.data(PROFILE_PAGE, json!({ "f": { "search": s }, "first": 10 }))
+            .await["profiles"]["totalCount"]
+            .clone()
+    };
+    assert_eq!(total("École").await, 1);
+    assert_eq!(total("montréal").await, 1);
+    assert_eq!(total("FUNDACIóN NIñOS").await, 1);
+}
+on_both!(
+    search_finds_names_beyond_ascii_,
+    search_finds_names_beyond_ascii
+);
+
 async fn nested_lists_are_per_profile(app: &TestApp) {
     let a = create_profile(app, json!({ "name": "A" })).await;
     let b = create_profile(app, json!({ "name": "B" })).await;

@@ -256,6 +256,19 @@ async fn opportunities_of_a_profile(app: &TestApp) {
         body["opportunities"][0]["organization_name"],
         "Gates Foundation"
     );
+    let (_, body) = get_json(app, &format!("{path}?limit=2&offset=1")).await;
+    assert_eq!(body["total_count"], 3);
+    let names: Vec<&str> = body["opportunities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["organization_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Gates Foundation", "Ford Foundation"],
+        "after the first"
+    );
 
     let (status, body) = get_json(app, &format!("/api/profiles/{archived}/opportunities")).await;
     assert_eq!(status, StatusCode::OK);
