@@ -99,7 +99,8 @@ impl AppError {
     }
 
     /// A copy for another caller of a shared failure (single flight, loaders);
-    /// the internal cause travels as text, already logged once.
+    /// the internal cause travels as text, and is logged with each copy that
+    /// reaches a client.
     pub fn shared(&self) -> Self {
         match self {
             Self::BadUserInput(m) => Self::BadUserInput(m.clone()),

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::db::Db;
+use crate::http::limits::Capacity;
 
 /// Distinct operation names given their own label; later ones count as
 /// `other`, since clients choose names and each label value costs memory.
@@ -38,6 +39,7 @@ struct Inner {
     errors: IntCounterVec,
     sql_statements: IntCounter,
     pool_connections: IntGaugeVec,
+    requests_running: IntGauge,
     /// Operation names seen so far, bounded by `MAX_OPERATION_NAMES`.
     names: Mutex<HashSet<String>>,
     /// Serialises scrapes, so two at once cannot both add the same statements.
@@ -108,6 +110,11 @@ impl Metrics {
             &["pool", "state"],
         )
         .expect("valid metric");
+        let requests_running = IntGauge::new(
+            "catalynx_http_requests_running",
+            "API requests running now, against --max-concurrent-requests (0 while there is no limit).",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -116,6 +123,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(sql_statements.clone()),
             Box::new(pool_connections.clone()),
+            Box::new(requests_running.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -129,6 +137,7 @@ impl Metrics {
                 errors,
                 sql_statements,
                 pool_connections,
+                requests_running,
                 names: Mutex::new(HashSet::new()),
                 scrape: Mutex::new(()),
             }),
@@ -189,8 +198,9 @@ impl Metrics {
         "other".into()
     }
 
-    /// The Prometheus text exposition, with database figures read now.
-    pub fn render(&self, db: &Db) -> String {
+    /// The Prometheus text exposition, with database and capacity figures
+    /// read now.
+    pub fn render(&self, db: &Db, capacity: &Capacity) -> String {
         let i = &self.inner;
         let _scrape = i.scrape.lock().expect("scrape lock");
         let statements = db.statement_count();
@@ -204,6 +214,9 @@ impl Metrics {
             i.pool_connections
                 .with_label_values(&[usage.pool, "in_use"])
                 .set(i64::from(usage.in_use));
+        }
+        if let Some(running) = capacity.running() {
+            i.requests_running.set(running as i64);
         }
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&i.registry.gather(), &mut out) {

@@ -22,7 +22,7 @@ pub mod disk;
 pub mod responses;
 pub mod shared;
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use crate::error::{AppError, AppResult};
 use codec::Codec;
 
 /// What a cached result depends on.
-#[derive(Clone, Debug, Hash)]
+#[derive(Clone, Debug)]
 pub enum Tag<'a> {
     /// Any profile row (lists, totals, lookups by EIN).
     Profiles,
@@ -97,17 +97,20 @@ impl Generations {
     }
 
     fn slot(tag: &Tag<'_>) -> u32 {
-        match tag {
-            Tag::Profiles => 0,
-            Tag::Opportunities => 1,
-            _ => {
-                // DefaultHasher::new() has fixed keys: every process maps a
-                // tag to the same slot.
-                let mut hasher = DefaultHasher::new();
-                tag.hash(&mut hasher);
-                2 + (hasher.finish() % (SLOTS as u64 - 2)) as u32
-            }
-        }
+        let (kind, id) = match tag {
+            Tag::Profiles => return 0,
+            Tag::Opportunities => return 1,
+            Tag::Profile(id) => (b'p', id),
+            Tag::ProfileOpportunities(id) => (b'o', id),
+        };
+        // FNV-1a over bytes written out here: every process maps a tag to
+        // the same slot whatever compiler built it, which the generations
+        // in Redis rely on. std's hashers and `Hash` impls promise no such
+        // thing from one release to the next.
+        let mut hasher = fnv::FnvHasher::default();
+        hasher.write(&[kind]);
+        hasher.write(id.as_bytes());
+        2 + (hasher.finish() % (SLOTS as u64 - 2)) as u32
     }
 
     fn snapshot(&self, tags: &[Tag<'_>]) -> Deps {
@@ -1090,5 +1093,27 @@ impl Cache {
             avg_encode_micros: avg(&c.encode_nanos, &c.encodes),
             avg_decode_micros: avg(&c.decode_nanos, &c.decodes),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas built at other times share generations in Redis by slot, so
+    /// the mapping is fixed: these values may only change with a format
+    /// change that also leaves every stored entry behind.
+    #[test]
+    fn tags_map_to_the_same_slots_in_every_build() {
+        let slots: Vec<u32> = [
+            Tag::Profiles,
+            Tag::Opportunities,
+            Tag::Profile("profile_57485fda9caf"),
+            Tag::ProfileOpportunities("profile_57485fda9caf"),
+        ]
+        .iter()
+        .map(Generations::slot)
+        .collect();
+        assert_eq!(slots, [0, 1, 15120, 27747]);
     }
 }

@@ -776,17 +776,21 @@ impl OpportunityMutation {
         #[graphql(desc = "The opportunity's id.")] id: ID,
     ) -> Result<ID> {
         let api = ApiContext::of(ctx);
+        let mut parent = None;
         let deleted = async {
             let txn = api.db.begin_write().await?;
             let model = opportunities::by_id(&txn, &id)
                 .await?
                 .ok_or_else(|| AppError::not_found("opportunity", &id))?;
+            parent = Some(model.profile_id);
             opportunities::delete(&txn, &id).await?;
             txn.commit().await?;
-            AppResult::Ok(model.profile_id)
+            AppResult::Ok(())
         }
         .await;
-        if let Ok(profile_id) = &deleted {
+        // Also after a failure past the read: a commit reported as failed
+        // may still have been applied (a connection lost during COMMIT).
+        if let Some(profile_id) = &parent {
             api.cache
                 .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])
                 .await;
@@ -803,23 +807,23 @@ async fn change_opportunity(
     id: &str,
     change: impl FnOnce(&mut opportunity::Model) -> AppResult<()>,
 ) -> Result<Opportunity> {
+    let mut parent = None;
     let saved = async {
         let txn = api.db.begin_write().await?;
         let mut model = opportunities::by_id(&txn, id)
             .await?
             .ok_or_else(|| AppError::not_found("opportunity", id))?;
+        parent = Some(model.profile_id.clone());
         change(&mut model)?;
         let saved = opportunities::update(&txn, model).await?;
         txn.commit().await?;
         AppResult::Ok(saved)
     }
     .await;
-    if let Ok(saved) = &saved {
+    // Also after a failure past the read, as for deletes.
+    if let Some(profile_id) = &parent {
         api.cache
-            .invalidate(&[
-                Tag::Opportunities,
-                Tag::ProfileOpportunities(&saved.profile_id),
-            ])
+            .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])
             .await;
     }
     Ok(Opportunity(saved.gql()?))

@@ -23,6 +23,7 @@ use crate::server::AppState;
 pub struct Capacity {
     /// `None` without a limit.
     permits: Option<Arc<Semaphore>>,
+    limit: usize,
 }
 
 impl Capacity {
@@ -30,7 +31,16 @@ impl Capacity {
     pub fn new(limit: usize) -> Self {
         Self {
             permits: (limit > 0).then(|| Arc::new(Semaphore::new(limit))),
+            limit,
         }
+    }
+
+    /// API requests running now, when there is a limit: how close the
+    /// server is to turning requests away.
+    pub fn running(&self) -> Option<usize> {
+        self.permits
+            .as_ref()
+            .map(|permits| self.limit - permits.available_permits())
     }
 }
 

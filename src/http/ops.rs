@@ -35,7 +35,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics().render(state.db());
+    let mut text = state.metrics().render(state.db(), state.capacity());
     text.push_str(&state.cache().stats().await.prometheus());
     no_store((
         [(

@@ -194,6 +194,16 @@ async fn overload_is_shed_with_503_and_retry_after() {
         })
         .collect();
 
+    // Both writes hold their slots (waiting for the writer), before any
+    // probe could take one of them.
+    let started = Instant::now();
+    while app.state().capacity().running() != Some(2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the writes never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Both slots taken: the next request is turned away, quickly.
     let shed = loop {
         let started = Instant::now();

@@ -61,6 +61,8 @@ async fn metrics_count_operations_errors_statements_and_pools() {
         r#"catalynx_http_request_duration_seconds_bucket{method="POST",route="/graphql",le="+Inf"} 3"#,
         r#"catalynx_db_pool_connections{pool="read",state="open"}"#,
         r#"catalynx_db_pool_connections{pool="write",state="in_use"}"#,
+        // The scrape is no API request: none runs.
+        "\ncatalynx_http_requests_running 0\n",
     ] {
         assert!(text.contains(expected), "missing {expected}\n{text}");
     }
