@@ -234,14 +234,16 @@ async fn opportunities_of_a_profile(app: &TestApp) {
     assert_eq!(statements, 2);
     assert_eq!(body["profile_id"], alpha.as_str());
     assert_eq!(body["total_count"], 3);
-    let names: Vec<&str> = body["opportunities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["organization_name"].as_str().unwrap())
-        .collect();
+    let names = |body: &Value| -> Vec<String> {
+        body["opportunities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["organization_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
     assert_eq!(
-        names,
+        names(&body),
         ["Kresge Foundation", "Gates Foundation", "Ford Foundation"]
     );
     let first = &body["opportunities"][0];
@@ -258,14 +260,8 @@ async fn opportunities_of_a_profile(app: &TestApp) {
     );
     let (_, body) = get_json(app, &format!("{path}?limit=2&offset=1")).await;
     assert_eq!(body["total_count"], 3);
-    let names: Vec<&str> = body["opportunities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["organization_name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        names(&body),
         ["Gates Foundation", "Ford Foundation"],
         "after the first"
     );
