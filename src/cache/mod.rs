@@ -538,7 +538,7 @@ impl Cache {
                 let subscription = async {
                     let client = redis::Client::open(tier.url())?;
                     let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(shared::CHANNEL_NAME).await?;
+                    pubsub.subscribe(shared::CHANNEL).await?;
                     redis::RedisResult::Ok(pubsub)
                 };
                 if let Ok(mut pubsub) = subscription.await {

@@ -25,9 +25,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 const EPOCH: &str = "clx:epoch";
 const STREAM: &str = "clx:inval";
-const CHANNEL: &str = "clx:inval";
 /// The pub/sub channel carrying invalidations.
-pub const CHANNEL_NAME: &str = CHANNEL;
+pub const CHANNEL: &str = "clx:inval";
 const GEN_PREFIX: &str = "clx:gen:";
 /// A random id set once per Redis data set: it changes when Redis restarts empty.
 const INSTANCE: &str = "clx:instance";
@@ -98,10 +97,9 @@ pub trait Mirror {
 
 /// What a sync concluded.
 pub enum Sync {
-    /// The mirror is complete: entries may be used.
+    /// The mirror is complete (rebuilt if it had to be, its local entries
+    /// dropped with it): entries may be used.
     Current,
-    /// The mirror was rebuilt: every local entry must be dropped first.
-    Reloaded,
     /// Redis is unreachable: bypass the caches.
     Unavailable,
 }
@@ -180,7 +178,7 @@ impl SharedTier {
                 Ok(()) => {
                     self.healthy.store(true, Ordering::Release);
                     tracing::info!("Redis reachable: shared cache in use");
-                    Sync::Reloaded
+                    Sync::Current
                 }
                 Err(e) => {
                     self.mark_down(&e);
