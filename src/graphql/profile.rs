@@ -465,14 +465,13 @@ impl ProfileQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The profile's id.")] id: ID,
     ) -> Result<Option<Profile>> {
-        let api = ApiContext::of(ctx);
-        let found = api
-            .cache
-            .get_or_load("profile", &id.0, &[Tag::Profile(&id)], || async {
-                Ok(profiles::by_id(&api.db.read, &id).await?)
-            })
+        // Through the loader: its cache entries (whole rows, under the same
+        // key) are the ones nested lookups use, and a missing id is not one.
+        let found = ctx
+            .data_unchecked::<Loaders>()
+            .profile(&id)
             .await
-            .gql()?;
+            .map_err(|e| e.as_ref().extend())?;
         Ok(found.map(Profile))
     }
 
