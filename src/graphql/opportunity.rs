@@ -670,7 +670,6 @@ impl UpdateOpportunityInput {
             parse_text("notes", &v, MAX_NOTES)
         })?;
         check_award_range(o)?;
-        o.updated_at = now();
         Ok(())
     }
 }
@@ -762,7 +761,6 @@ impl OpportunityMutation {
     ) -> Result<Opportunity> {
         change_opportunity(ApiContext::of(ctx), &id, |model| {
             model.current_stage = stage.as_str().to_owned();
-            model.updated_at = now();
             Ok(())
         })
         .await
@@ -813,14 +811,21 @@ async fn change_opportunity(
         let mut model = opportunities::by_id(&txn, id)
             .await?
             .ok_or_else(|| AppError::not_found("opportunity", id))?;
-        parent = Some(model.profile_id.clone());
+        let current = model.clone();
         change(&mut model)?;
+        // A change to what it already holds writes nothing: the row keeps
+        // its place in lists ordered by `updatedAt`, and caches stay.
+        if model == current {
+            return AppResult::Ok(current);
+        }
+        model.updated_at = now();
+        parent = Some(model.profile_id.clone());
         let saved = opportunities::update(&txn, model).await?;
         txn.commit().await?;
         AppResult::Ok(saved)
     }
     .await;
-    // Also after a failure past the read, as for deletes.
+    // After any write attempt, also a failed one, as for deletes.
     if let Some(profile_id) = &parent {
         api.cache
             .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])

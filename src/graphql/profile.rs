@@ -871,7 +871,6 @@ impl UpdateProfileInput {
         apply(&mut p.last_discovery_date, self.last_discovery_date, |t| {
             parse_time("lastDiscoveryDate", t)
         })?;
-        p.updated_at = now();
         Ok(())
     }
 }
@@ -954,20 +953,33 @@ impl ProfileMutation {
         #[graphql(desc = "The fields to change.")] input: UpdateProfileInput,
     ) -> Result<Profile> {
         let api = ApiContext::of(ctx);
+        let mut written = false;
         let saved = async {
             let txn = api.db.begin_write().await?;
             let mut model = profiles::by_id(&txn, &id)
                 .await?
                 .ok_or_else(|| AppError::not_found("profile", &id))?;
+            let current = model.clone();
             input.apply_to(&mut model)?;
+            // A change to what it already holds writes nothing: the profile
+            // keeps its place in the default order (newest change first).
+            if model == current {
+                return AppResult::Ok(current);
+            }
+            model.updated_at = now();
+            written = true;
             let saved = profiles::update(&txn, model).await?;
             txn.commit().await?;
             AppResult::Ok(saved)
         }
         .await;
-        api.cache
-            .invalidate(&[Tag::Profiles, Tag::Profile(&id)])
-            .await;
+        // After any write attempt, also a failed one: a commit reported as
+        // failed may still have been applied.
+        if written {
+            api.cache
+                .invalidate(&[Tag::Profiles, Tag::Profile(&id)])
+                .await;
+        }
         Ok(Profile(saved.gql()?))
     }
 

@@ -41,6 +41,15 @@ async fn profile_life_cycle(app: &TestApp) {
         updated["updatedAt"].as_str() > created["updatedAt"].as_str(),
         "updatedAt maintained"
     );
+    // The same values again write nothing: the profile keeps its place.
+    let (again, statements) = app
+        .statements_of(app.data(
+            "mutation($id: ID!) { updateProfile(id: $id, input: { city: \"Salem\", status: DRAFT }) { updatedAt } }",
+            json!({ "id": id }),
+        ))
+        .await;
+    assert_eq!(again["updateProfile"]["updatedAt"], updated["updatedAt"]);
+    assert_eq!(statements, 1, "the read, no UPDATE");
 
     let deleted = app
         .data(
@@ -127,6 +136,16 @@ async fn opportunity_life_cycle(app: &TestApp) {
         .data("mutation($id: ID!) { moveOpportunityStage(id: $id, stage: CANDIDATES) { currentStage } }", json!({ "id": id }))
         .await;
     assert_eq!(moved["moveOpportunityStage"]["currentStage"], "CANDIDATES");
+    let stamp = |body: &Value| body["moveOpportunityStage"]["updatedAt"].clone();
+    let moves =
+        "mutation($id: ID!) { moveOpportunityStage(id: $id, stage: CANDIDATES) { updatedAt } }";
+    let first = app.data(moves, json!({ "id": id })).await;
+    let second = app.data(moves, json!({ "id": id })).await;
+    assert_eq!(
+        stamp(&first),
+        stamp(&second),
+        "a move to its own stage writes nothing"
+    );
     let updated = app
         .data(
             "mutation($id: ID!) { updateOpportunity(id: $id, input: { overallScore: 0.66, userRating: 4, closeDate: null, priorityLevel: HIGH }) { overallScore userRating closeDate priorityLevel awardCeiling tags } }",
