@@ -27,6 +27,10 @@ pub struct RequestLimits {
     pub max_root_fields: usize,
     /// Most fields a document may select once its fragments are inlined.
     pub max_expanded_fields: usize,
+    /// False when introspection is turned off: async-graphql then answers
+    /// `__schema` and `__type` with `null` and no error, which tells a
+    /// client nothing.
+    pub introspection: bool,
 }
 
 fn with_code(mut error: ServerError, code: &str) -> ServerError {
@@ -41,26 +45,32 @@ fn set_code(error: &mut ServerError, code: &str) {
     }
 }
 
-/// Root fields of a selection set, counting through fragments (each fragment
-/// at most once, so a cycle cannot loop).
-fn root_fields(set: &SelectionSet, doc: &ExecutableDocument, seen: &mut Vec<String>) -> usize {
-    set.items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, doc, seen),
-            Selection::FragmentSpread(spread) => {
-                let name = spread.node.fragment_name.node.to_string();
-                if seen.contains(&name) {
-                    return 0;
-                }
-                seen.push(name.clone());
-                doc.fragments
-                    .get(&spread.node.fragment_name.node)
-                    .map_or(0, |f| root_fields(&f.node.selection_set.node, doc, seen))
+/// Names of the root fields a selection set selects, through fragments
+/// (each fragment at most once, so a cycle cannot loop).
+fn root_fields<'a>(
+    set: &'a SelectionSet,
+    doc: &'a ExecutableDocument,
+    seen: &mut Vec<&'a Name>,
+    fields: &mut Vec<&'a Name>,
+) {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => fields.push(&f.node.name.node),
+            Selection::InlineFragment(f) => {
+                root_fields(&f.node.selection_set.node, doc, seen, fields)
             }
-        })
-        .sum()
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                if seen.contains(&name) {
+                    continue;
+                }
+                seen.push(name);
+                if let Some(f) = doc.fragments.get(name) {
+                    root_fields(&f.node.selection_set.node, doc, seen, fields);
+                }
+            }
+        }
+    }
 }
 
 /// Fields a selection set selects with every fragment spread inlined,
@@ -176,7 +186,27 @@ impl RequestLimits {
             }
         }
         for (_, operation) in doc.operations.iter() {
-            let count = root_fields(&operation.node.selection_set.node, doc, &mut Vec::new());
+            let mut fields = Vec::new();
+            root_fields(
+                &operation.node.selection_set.node,
+                doc,
+                &mut Vec::new(),
+                &mut fields,
+            );
+            if !self.introspection
+                && let Some(field) = fields
+                    .iter()
+                    .find(|f| matches!(f.as_str(), "__schema" | "__type"))
+            {
+                return Err(with_code(
+                    ServerError::new(
+                        format!("introspection is turned off on this server (`{field}`)"),
+                        Some(operation.pos),
+                    ),
+                    VALIDATION_FAILED,
+                ));
+            }
+            let count = fields.len();
             if count > self.max_root_fields {
                 return Err(with_code(
                     ServerError::new(

@@ -46,6 +46,7 @@ pub fn limits(config: &ApiConfig) -> RequestLimits {
         // Every field costs at least 1: a document over this would fail the
         // complexity check anyway, after far more work.
         max_expanded_fields: config.max_complexity,
+        introspection: !config.disable_introspection,
     }
 }
 

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    Backend, EDITOR_KEY, READER_KEY, TestApp, create_profile, seed, spawn_app, spawn_http_app,
-    spawn_with,
+    Backend, EDITOR_KEY, READER_KEY, TestApp, create_profile, seed, spawn_app, spawn_app_on,
+    spawn_http_app, spawn_with,
 };
 
 const GRJ: &str = "application/graphql-response+json";
@@ -398,6 +398,50 @@ async fn a_persisted_mutation_cannot_be_replayed_by_get() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(app.scalar("SELECT COUNT(*) FROM profiles").await, 1);
     app.finish().await;
+}
+
+/// With introspection turned off, a query for the schema is refused with a
+/// code and a reason, not answered with `null`; `__typename` still works.
+#[tokio::test]
+async fn introspection_turned_off_is_an_error_not_a_null() {
+    let ask = |app: &TestApp, query: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/graphql"))
+            .header("accept", "application/json")
+            .json(&json!({ "query": query }));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let schema = "{ __schema { queryType { name } } }";
+    let open = spawn_app().await;
+    assert_eq!(
+        ask(&open, schema).await["data"]["__schema"]["queryType"]["name"],
+        "QueryRoot"
+    );
+    open.finish().await;
+
+    let api = catalynx::config::ApiConfig {
+        disable_introspection: true,
+        ..Default::default()
+    };
+    let closed = spawn_app_on(Backend::Sqlite, api).await.unwrap();
+    for query in [
+        schema,
+        "{ __type(name: \"Profile\") { name } }",
+        "query { ...F } fragment F on QueryRoot { __schema { types { name } } }",
+    ] {
+        let body = ask(&closed, query).await;
+        assert_eq!(
+            first_code(&body),
+            "GRAPHQL_VALIDATION_FAILED",
+            "{query}: {body}"
+        );
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("introspection is turned off"), "{message}");
+    }
+    let body = ask(&closed, "{ __typename profiles { totalCount } }").await;
+    assert_eq!(body["data"]["__typename"], "QueryRoot", "{body}");
+    closed.finish().await;
 }
 
 /// Requests no route takes get the JSON error body and code every other
