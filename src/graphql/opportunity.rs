@@ -11,7 +11,9 @@ use entity::{StringList, opportunity};
 use super::ApiContext;
 use super::connection::{OrderDirection, PageInfo, node_fields};
 use super::loaders::{CountKey, Loaders};
-use super::profile::{Profile, apply, apply_required, parse_batch, parse_search, stored_enum};
+use super::profile::{
+    Profile, apply, apply_required, optional, parse_batch, parse_search, stored_enum,
+};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -574,11 +576,7 @@ impl CreateOpportunityInput {
                 .map(|d| parse_date("closeDate", d))
                 .transpose()?,
             tags: tag_list(self.tags.unwrap_or_default())?,
-            notes: self
-                .notes
-                .filter(|n| !n.trim().is_empty())
-                .map(|n| parse_text("notes", &n, MAX_NOTES))
-                .transpose()?,
+            notes: optional(self.notes, |n| parse_text("notes", n, MAX_NOTES))?,
             discovery_date: self
                 .discovery_date
                 .map(|t| parse_time("discoveryDate", t))

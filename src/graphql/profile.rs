@@ -689,9 +689,17 @@ const MAX_NAME: usize = 300;
 const MAX_TEXT: usize = 10_000;
 
 fn optional_text(field: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
+    optional(value, |v| parse_text(field, v, max))
+}
+
+/// An optional text input: blank means none, anything else is parsed.
+pub fn optional<T>(
+    value: Option<String>,
+    parse: impl FnOnce(&str) -> AppResult<T>,
+) -> AppResult<Option<T>> {
     value
         .filter(|v| !v.trim().is_empty())
-        .map(|v| parse_text(field, &v, max))
+        .map(|v| parse(&v))
         .transpose()
 }
 
@@ -750,11 +758,9 @@ impl CreateProfileInput {
                 .annual_revenue
                 .map(|v| parse_amount("annualRevenue", v))
                 .transpose()?,
-            website_url: self
-                .website_url
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| parse_website("websiteUrl", &v, MAX_NAME))
-                .transpose()?,
+            website_url: optional(self.website_url, |v| {
+                parse_website("websiteUrl", v, MAX_NAME)
+            })?,
             last_discovery_date: self
                 .last_discovery_date
                 .map(|t| parse_time("lastDiscoveryDate", t))
