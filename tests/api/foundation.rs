@@ -524,6 +524,21 @@ async fn seeded_rows_are_stored_as_sea_orm_stores_them() {
             .any(|o| o.close_date.is_some() && !o.tags.0.is_empty()),
         "the seed fills dates and tags"
     );
+    // The load skips foreign-key checks: every opportunity must still
+    // name a profile of the seed.
+    let orphans = seeded
+        .read
+        .query_all_raw(Statement::from_string(
+            seeded.backend(),
+            "PRAGMA foreign_key_check",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        orphans.is_empty(),
+        "{} rows break a foreign key",
+        orphans.len()
+    );
     seeded.close().await.unwrap();
 
     let written_db = TestDb::new(Backend::Sqlite).await.unwrap();
