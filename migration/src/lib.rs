@@ -13,6 +13,7 @@ mod m20261130_000005_profile_status_counts;
 mod m20261130_000006_profile_status_deltas;
 mod m20261130_000007_stage_window_index;
 mod m20261130_000008_data_epoch;
+mod m20261130_000009_folded_name_order;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_profile_status_deltas::Migration),
             Box::new(m20261130_000007_stage_window_index::Migration),
             Box::new(m20261130_000008_data_epoch::Migration),
+            Box::new(m20261130_000009_folded_name_order::Migration),
         ]
     }
 }

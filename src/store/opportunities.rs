@@ -132,7 +132,8 @@ pub enum OpportunityOrderField {
     DiscoveryDate,
     /// Largest possible award, largest first by default; those without one come last.
     AwardCeiling,
-    /// Funder name, A to Z by default.
+    /// Funder name, A to Z by default, whatever its case (`acme` next to
+    /// `ACME`; SQLite folds ASCII letters only).
     OrganizationName,
 }
 
@@ -180,8 +181,8 @@ pub fn sort_keys(order: &[(OpportunityOrderField, bool)]) -> Vec<SortKey> {
                 ),
                 OpportunityOrderField::OrganizationName => (
                     "organization_name",
-                    col(C::OrganizationName),
-                    SortKind::Text,
+                    page::fold(col(C::OrganizationName)),
+                    SortKind::FoldedText,
                 ),
             };
             SortKey {

@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, SimpleExpr};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Func, SimpleExpr};
 use sea_orm::{DatabaseBackend, EntityTrait, Order, QueryTrait, Select, Statement, Value};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,12 @@ pub enum SortKind {
     Int,
     Float,
     Text,
+    /// Text in alphabetical order whatever its case ("acme" next to "ACME",
+    /// as names typed by people and names imported in capitals sort
+    /// together): the key's expression is [`fold`]ed, and a cursor keeps the
+    /// text as stored and is folded in SQL too, so both sides of a comparison
+    /// are folded by the same function.
+    FoldedText,
     /// A UTC timestamp, carried as microseconds since the epoch.
     Time,
     Date,
@@ -54,7 +60,22 @@ pub struct SortKey {
     pub descending: bool,
 }
 
+/// `expr` lowercased by the database: ASCII letters on SQLite, every letter
+/// on PostgreSQL (by the database's locale).
+pub fn fold(expr: impl Into<SimpleExpr>) -> SimpleExpr {
+    Func::lower(expr.into()).into()
+}
+
 impl SortKey {
+    /// A cursor's value, ready to compare with the key's expression.
+    fn bound(&self, value: &Value) -> SimpleExpr {
+        let value = Expr::val(value.clone());
+        match self.kind {
+            SortKind::FoldedText => fold(value),
+            _ => value,
+        }
+    }
+
     fn order(&self, backward: bool) -> Order {
         if self.descending != backward {
             Order::Desc
@@ -182,7 +203,7 @@ fn to_sql_value(kind: SortKind, value: SortValue) -> Option<Value> {
         (SortKind::Int, SortValue::Int(i)) => Value::BigInt(Some(i)),
         (SortKind::Float, SortValue::Float(f)) => Value::Double(Some(f)),
         (SortKind::Float, SortValue::Int(i)) => Value::Double(Some(i as f64)),
-        (SortKind::Text, SortValue::Text(s)) => Value::String(Some(s)),
+        (SortKind::Text | SortKind::FoldedText, SortValue::Text(s)) => Value::String(Some(s)),
         (SortKind::Time, SortValue::Int(us)) => {
             Value::ChronoDateTimeUtc(Some(DateTime::<Utc>::from_timestamp_micros(us)?))
         }
@@ -197,7 +218,7 @@ fn to_sql_value(kind: SortKind, value: SortValue) -> Option<Value> {
 pub fn after_condition(keys: &[SortKey], values: &[Value], backward: bool) -> Condition {
     fn nested(keys: &[SortKey], values: &[Value], backward: bool) -> SimpleExpr {
         let key = &keys[0];
-        let value = Expr::val(values[0].clone());
+        let value = key.bound(&values[0]);
         let forward_greater = key.descending == backward;
         let strict = if forward_greater {
             key.expr.clone().gt(value.clone())
@@ -211,7 +232,7 @@ pub fn after_condition(keys: &[SortKey], values: &[Value], backward: bool) -> Co
         strict.or(key.expr.clone().eq(value).and(rest))
     }
     let first = &keys[0];
-    let bound = Expr::val(values[0].clone());
+    let bound = first.bound(&values[0]);
     let loose = if first.descending == backward {
         first.expr.clone().gte(bound)
     } else {

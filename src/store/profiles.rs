@@ -94,7 +94,8 @@ impl ProfileFilter {
 /// What profile lists can be sorted by.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum ProfileOrderField {
-    /// Organisation name, A to Z by default.
+    /// Organisation name, A to Z by default, whatever its case (`acme` next to
+    /// `ACME`; SQLite folds ASCII letters only).
     Name,
     /// Last change, newest first by default (the default order).
     UpdatedAt,
@@ -120,7 +121,7 @@ pub fn sort_keys(order: &[(ProfileOrderField, bool)]) -> Vec<SortKey> {
         .iter()
         .map(|&(field, descending)| {
             let (name, expr, kind) = match field {
-                ProfileOrderField::Name => ("name", col(C::Name), SortKind::Text),
+                ProfileOrderField::Name => ("name", page::fold(col(C::Name)), SortKind::FoldedText),
                 ProfileOrderField::UpdatedAt => ("updated_at", col(C::UpdatedAt), SortKind::Time),
                 ProfileOrderField::CreatedAt => ("created_at", col(C::CreatedAt), SortKind::Time),
                 ProfileOrderField::AnnualRevenue => (
@@ -233,7 +234,6 @@ fn decode(row: &QueryResult, columns: ProfileColumns) -> Result<profile::Model, 
 }
 
 /// One page of profiles, selecting `columns` (the id always).
-// SELECT <columns> FROM profiles WHERE <filter> [AND <after cursor>] ORDER BY <keys>, id LIMIT n + 1
 pub async fn page(
     conn: &impl ConnectionTrait,
     filter: &ProfileFilter,
@@ -242,19 +242,7 @@ pub async fn page(
     columns: ProfileColumns,
 ) -> Result<Fetched<profile::Model>, crate::error::AppError> {
     let columns = columns.with(profile::Column::Id);
-    let mut query = profile::Entity::find()
-        .select_only()
-        .columns(columns.columns())
-        .filter(filter.condition(conn.get_database_backend()));
-    if let Some(cursor) = &request.cursor {
-        let values = page::decode_cursor(keys, cursor)?;
-        query = query.filter(page::after_condition(keys, &values, request.backward));
-    }
-    let query = page::limited(
-        page::order_by(query, keys, request.backward),
-        conn.get_database_backend(),
-        request.limit + 1,
-    );
+    let query = page_query(conn.get_database_backend(), filter, keys, request, columns)?;
     Ok(Fetched::new(
         conn.query_all_raw(query)
             .await?
@@ -262,6 +250,30 @@ pub async fn page(
             .map(|row| decode(row, columns))
             .collect::<Result<_, _>>()?,
         request,
+    ))
+}
+
+/// The statement of one page of profiles:
+// SELECT <columns> FROM profiles WHERE <filter> [AND <after cursor>] ORDER BY <keys>, id LIMIT n + 1
+pub fn page_query(
+    backend: DatabaseBackend,
+    filter: &ProfileFilter,
+    keys: &[SortKey],
+    request: &PageRequest,
+    columns: ProfileColumns,
+) -> Result<Statement, crate::error::AppError> {
+    let mut query = profile::Entity::find()
+        .select_only()
+        .columns(columns.columns())
+        .filter(filter.condition(backend));
+    if let Some(cursor) = &request.cursor {
+        let values = page::decode_cursor(keys, cursor)?;
+        query = query.filter(page::after_condition(keys, &values, request.backward));
+    }
+    Ok(page::limited(
+        page::order_by(query, keys, request.backward),
+        backend,
+        request.limit + 1,
     ))
 }
 

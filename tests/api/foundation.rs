@@ -219,6 +219,52 @@ async fn filtered_opportunity_lists_search_the_stage_window_index() {
     );
 }
 
+/// A page of profiles by name walks the index on the folded name, from the
+/// start and from a cursor, instead of sorting every profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_pages_walk_the_folded_name_index() {
+    use catalynx::store::page::{PageRequest, SortValue, encode_cursor};
+    use catalynx::store::profiles::{
+        ProfileColumns, ProfileFilter, ProfileOrderField, page_query, sort_keys,
+    };
+
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let keys = sort_keys(&[(ProfileOrderField::Name, false)]);
+    let cursor = encode_cursor(
+        &keys,
+        vec![
+            SortValue::Text("Harbor Food Bank".into()),
+            SortValue::Text("profile_000000000001".into()),
+        ],
+    );
+    for (cursor, want) in [
+        (
+            None,
+            "SCAN profiles USING INDEX idx_profiles_folded_name_id",
+        ),
+        (
+            Some(cursor),
+            "SEARCH profiles USING INDEX idx_profiles_folded_name_id (<expr>>?)",
+        ),
+    ] {
+        let request = PageRequest {
+            limit: 50,
+            backward: false,
+            cursor,
+        };
+        let statement = page_query(
+            db.backend(),
+            &ProfileFilter::default(),
+            &keys,
+            &request,
+            ProfileColumns::all(),
+        )
+        .unwrap();
+        assert_eq!(sqlite_plan(&db, statement).await, want);
+    }
+}
+
 /// On PostgreSQL the pipeline view's page ranks its matches from the index
 /// alone and reads the rows of the page only, not those of every match,
 /// and it is the page the plain query gives.
