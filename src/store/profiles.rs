@@ -253,7 +253,7 @@ pub async fn page(
     ))
 }
 
-/// The statement of one page of profiles:
+/// The statement of one page of profiles, `columns` as given.
 // SELECT <columns> FROM profiles WHERE <filter> [AND <after cursor>] ORDER BY <keys>, id LIMIT n + 1
 pub fn page_query(
     backend: DatabaseBackend,

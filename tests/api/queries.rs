@@ -627,8 +627,6 @@ on_both!(
     search_text_is_data_never_sql
 );
 
-/// Names with letters beyond ASCII are found as written, and in any case
-/// of their ASCII letters.
 /// Names sort alphabetically whatever their case (imported names are often
 /// all capitals), ties by id, and pages walked either way through cursors
 /// agree with one page of everything; so do funders' names.
@@ -696,6 +694,8 @@ on_both!(
     names_sort_whatever_their_case
 );
 
+/// Names with letters beyond ASCII are found as written, and in any case
+/// of their ASCII letters.
 async fn search_finds_names_beyond_ascii(app: &TestApp) {
     create_profile(app, json!({ "name": "École des Beaux-Arts de Montréal" })).await;
     create_profile(app, json!({ "name": "Fundación Niños" })).await;
