@@ -22,6 +22,7 @@ use crate::error::AppError;
 use crate::graphql::ApiContext;
 use crate::graphql::limits::{self, RequestLimits};
 use crate::graphql::loaders::Loaders;
+use crate::graphql::order::FieldOrder;
 use crate::graphql::schema::{self, AppSchema};
 use crate::http::apq::PersistedQueries;
 use crate::http::limits::Capacity;
@@ -136,11 +137,20 @@ impl AppState {
         if let Err(error) = self.inner.limits.check(&mut request) {
             return async_graphql::Response::from_errors(vec![error]);
         }
+        // Built once the document is known to be within the limits.
+        let operation = request.operation_name.clone();
+        let order = request
+            .parsed_query()
+            .ok()
+            .and_then(|doc| FieldOrder::of(doc, operation.as_deref()));
         let request = request
             .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
             .data(principal.clone());
         let mut response = self.inner.schema.execute(request).await;
         limits::code_errors(&mut response);
+        if let Some(order) = order {
+            order.apply(&mut response.data);
+        }
         response
     }
 }

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod limits;
 pub mod loaders;
 pub mod opportunity;
+pub mod order;
 pub mod profile;
 pub mod schema;
 

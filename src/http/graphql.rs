@@ -7,6 +7,7 @@
 //! one too large, 400 for one that is not a GraphQL request, 405 for a GET
 //! mutation (never executed: browsers send GETs across sites freely).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::caching::{self, Cacheability};
@@ -219,52 +220,37 @@ impl Outcome {
         }
     }
 
-    /// A single response's body, its object keys sorted: async-graphql
-    /// orders an object's keys as its fields finish, so the same answer
-    /// would otherwise come out in different orders, under different ETags.
-    /// Written straight from async-graphql's values: through a
-    /// `serde_json::Value` tree, a 22 kB page cost a map and a key string per
-    /// object, twice.
-    fn body(&mut self) -> Vec<u8> {
-        if !self.request_error {
-            sort_keys(&mut self.response.data);
-            if let Ok(body) = serde_json::to_vec(&self.response) {
-                return body;
-            }
-        }
-        serde_json::to_vec(&self.json()).expect("JSON values serialise")
-    }
-
-    /// The response as JSON. Through a `serde_json::Value`, whose maps keep
-    /// their keys sorted (see [`Outcome::body`]).
-    fn json(&self) -> Value {
+    /// The response's body: the stored one for a cache hit, otherwise
+    /// written straight from async-graphql's values, whose objects are
+    /// already in the document's order (see
+    /// [`FieldOrder`](crate::graphql::order::FieldOrder)).
+    fn body(&self) -> Bytes {
         if let Some(stored) = &self.cached {
-            // Only a batch takes this path: its items are merged as values.
-            return serde_json::from_slice(&stored.body).expect("stored bodies are JSON");
+            return stored.body.clone();
         }
-        let mut json = serde_json::to_value(&self.response).unwrap_or_else(|e| {
+        let written = if self.request_error {
+            // A request error has no `data` (GraphQL over HTTP).
+            serde_json::to_vec(&RequestError {
+                errors: &self.response.errors,
+                extensions: &self.response.extensions,
+            })
+        } else {
+            serde_json::to_vec(&self.response)
+        };
+        written.map(Bytes::from).unwrap_or_else(|e| {
             let error = AppError::Internal(anyhow::Error::new(e).context("serialising a response"));
-            serde_json::json!({ "errors": [error.graphql_json()] })
-        });
-        if self.request_error
-            && let Some(object) = json.as_object_mut()
-        {
-            object.remove("data");
-        }
-        json
+            error.log();
+            Bytes::from(serde_json::json!({ "errors": [error.graphql_json()] }).to_string())
+        })
     }
 }
 
-/// Sorts every object's keys, as `serde_json::Value` maps hold them.
-fn sort_keys(value: &mut async_graphql::Value) {
-    match value {
-        async_graphql::Value::Object(fields) => {
-            fields.sort_keys();
-            fields.values_mut().for_each(sort_keys);
-        }
-        async_graphql::Value::List(items) => items.iter_mut().for_each(sort_keys),
-        _ => {}
-    }
+/// The body of a request error: the errors, and no `data`.
+#[derive(Serialize)]
+struct RequestError<'a> {
+    errors: &'a [async_graphql::ServerError],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: &'a BTreeMap<String, async_graphql::Value>,
 }
 
 /// The name and type of the operation a document would run, when it can tell.
@@ -498,7 +484,7 @@ async fn single(
             (body, coding, Some(stored.etag.clone()))
         }
         None => {
-            let body = Bytes::from(outcome.body());
+            let body = outcome.body();
             let tag = matches!(cacheability, Cacheability::Read(_)).then(|| caching::etag(&body));
             (body, None, tag)
         }
@@ -562,8 +548,14 @@ async fn batch(
         })
         .flatten()
         .map_or(Cacheability::NoStore, Cacheability::Read);
-    let body = Value::Array(outcomes.iter().map(Outcome::json).collect());
-    let body = serde_json::to_vec(&body).expect("JSON values serialise");
+    let mut body = vec![b'['];
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&outcome.body());
+    }
+    body.push(b']');
     let mut response = caching::respond(headers, format.content_type(), body.into(), cacheability);
     finish(&mut response, "batch".into());
     response
@@ -626,51 +618,4 @@ fn error_response(error: AppError, format: Option<ResponseFormat>) -> Response {
     finish_error_headers(&error, &mut response);
     finish(&mut response, "refused".into());
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use async_graphql::{Name, Value};
-
-    use super::*;
-
-    fn object(fields: &[(&str, Value)]) -> Value {
-        Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (Name::new(k), v.clone()))
-                .collect(),
-        )
-    }
-
-    /// The same answer with its fields finished in two orders.
-    #[test]
-    fn bodies_do_not_depend_on_the_order_fields_finish_in() {
-        let node = |first: bool| {
-            let name = ("name", Value::String("Alpha".into()));
-            let count = ("opportunitiesCount", Value::from(3));
-            object(&if first { [name, count] } else { [count, name] })
-        };
-        let body = |first: bool| {
-            let nodes = ("nodes", Value::List(vec![node(first), node(!first)]));
-            let total = ("totalCount", Value::from(2));
-            let page = object(&if first {
-                [nodes, total]
-            } else {
-                [total, nodes]
-            });
-            Outcome {
-                response: async_graphql::Response::new(object(&[("profiles", page)])),
-                kind: Some(OperationType::Query),
-                label: String::new(),
-                request_error: false,
-                cached: None,
-                keep: None,
-            }
-            .body()
-        };
-        let expected = r#"{"data":{"profiles":{"nodes":[{"name":"Alpha","opportunitiesCount":3},{"name":"Alpha","opportunitiesCount":3}],"totalCount":2}}}"#;
-        assert_eq!(String::from_utf8(body(true)).unwrap(), expected);
-        assert_eq!(String::from_utf8(body(false)).unwrap(), expected);
-    }
 }

@@ -647,6 +647,62 @@ async fn etags_answer_304_for_post_and_get_and_change_after_a_mutation() {
     app.finish().await;
 }
 
+/// Every object lists its fields in the order the query asks for them
+/// (aliases, fragments and nested lists included), over POST, GET and in a
+/// batch, whether the answer is built or stored.
+#[tokio::test]
+async fn responses_list_fields_in_the_order_the_query_asks() {
+    let app = spawn_app().await;
+    seed(&app, 3, 2).await;
+    let query = "{ profiles(first: 3) { totalCount nodes { updatedAt ...Named \
+                 top: opportunities(first: 2) { nodes { overallScore organizationName } } id } } } \
+                 fragment Named on Profile { name opportunitiesCount }";
+    let keys = [
+        "profiles",
+        "totalCount",
+        "nodes",
+        "updatedAt",
+        "name",
+        "opportunitiesCount",
+        "top",
+        "overallScore",
+        "organizationName",
+        "id",
+    ];
+    // Each key first appears where the first node's object puts it.
+    let assert_in_order = |body: &str| {
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| body.find(&format!("\"{k}\":")).expect(k))
+            .collect();
+        assert!(at.is_sorted(), "keys at {at:?} in {body}");
+    };
+    for _ in 0..2 {
+        // The second round is answered from the response cache.
+        let response = post(&app, GRJ, json!({ "query": query })).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_in_order(&response.text().await.unwrap());
+        let response = get(&app, GRJ, &[("query", query)]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_in_order(&response.text().await.unwrap());
+    }
+    let response = post(
+        &app,
+        GRJ,
+        json!([{ "query": query }, { "query": "{ z: __typename a: __typename m: __typename }" }]),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().await.unwrap();
+    let (first, second) = body.split_at(body.rfind(r#",{"data""#).unwrap());
+    assert_in_order(first);
+    assert_eq!(
+        second,
+        r#",{"data":{"z":"QueryRoot","a":"QueryRoot","m":"QueryRoot"}}]"#
+    );
+    app.finish().await;
+}
+
 /// With the resolver cache off every answer is built anew, its fields
 /// finishing in whatever order they do: the bytes, and so the ETag, must
 /// not depend on it.
