@@ -61,12 +61,17 @@ impl FieldOrder {
     pub fn apply(&self, value: &mut Value) {
         match value {
             Value::Object(fields) => {
-                let rank = |key: &Name| self.keys.get_index_of(key).unwrap_or(usize::MAX);
-                if !fields.keys().map(rank).is_sorted() {
+                // Most objects finish in order already: checked by walking
+                // both lists once, without hashing a key.
+                let mut expected = self.keys.keys();
+                if !fields.keys().all(|key| expected.any(|k| k == key)) {
+                    let rank = |key: &Name| self.keys.get_index_of(key).unwrap_or(usize::MAX);
                     fields.sort_unstable_by_key(|key, _| rank(key));
                 }
+                // In order now: each key's order is found after the last one's.
+                let mut orders = self.keys.iter();
                 for (key, value) in fields.iter_mut() {
-                    if let Some(order) = self.keys.get(key) {
+                    if let Some((_, order)) = orders.find(|(k, _)| *k == key) {
                         order.apply(value);
                     }
                 }
