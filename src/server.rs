@@ -22,8 +22,8 @@ use crate::error::AppError;
 use crate::graphql::ApiContext;
 use crate::graphql::limits::{self, RequestLimits};
 use crate::graphql::loaders::Loaders;
-use crate::graphql::order::FieldOrder;
 use crate::graphql::schema::{self, AppSchema};
+use crate::graphql::shape::{FieldTypes, Shape};
 use crate::http::apq::PersistedQueries;
 use crate::http::limits::Capacity;
 use crate::metrics::Metrics;
@@ -36,6 +36,8 @@ pub struct AppState {
 
 struct Shared {
     schema: AppSchema,
+    /// Where a response's field errors put their nulls.
+    field_types: FieldTypes,
     limits: RequestLimits,
     db: Db,
     cache: Cache,
@@ -63,6 +65,7 @@ impl AppState {
         let schema = schema::build(&api, Some(context));
         Ok(Self {
             inner: Arc::new(Shared {
+                field_types: FieldTypes::from_sdl(&schema.sdl()),
                 schema,
                 limits: schema::limits(&api),
                 availability: Availability::watch(&db),
@@ -139,17 +142,17 @@ impl AppState {
         }
         // Built once the document is known to be within the limits.
         let operation = request.operation_name.clone();
-        let order = request
+        let shape = request
             .parsed_query()
             .ok()
-            .and_then(|doc| FieldOrder::of(doc, operation.as_deref()));
+            .and_then(|doc| Shape::of(doc, operation.as_deref(), &self.inner.field_types));
         let request = request
             .data(Loaders::new(self.db(), self.cache(), self.inner.batching))
             .data(principal.clone());
         let mut response = self.inner.schema.execute(request).await;
         limits::code_errors(&mut response);
-        if let Some(order) = order {
-            order.apply(&mut response.data);
+        if let Some(shape) = shape {
+            shape.apply(&mut response);
         }
         response
     }

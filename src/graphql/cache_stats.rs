@@ -48,12 +48,13 @@ pub struct CacheStatsQuery;
 #[Object]
 impl CacheStatsQuery {
     /// Counters of the resolver cache (admin role). Never cached: they
-    /// change all the time.
+    /// change all the time. Null, with an error, for other roles, so that the
+    /// rest of a query still answers.
     #[graphql(guard = "RoleGuard(Role::Admin)", cache_control(no_cache))]
-    async fn cache_stats(&self, ctx: &Context<'_>) -> CacheStats {
+    async fn cache_stats(&self, ctx: &Context<'_>) -> Option<CacheStats> {
         let s = ApiContext::of(ctx).cache.stats().await;
         let lookups = s.hits + s.misses;
-        CacheStats {
+        Some(CacheStats {
             enabled: s.enabled,
             entries: s.entries,
             stored_bytes: s.stored_bytes,
@@ -78,6 +79,6 @@ impl CacheStatsQuery {
             avg_encode_micros: s.avg_encode_micros,
             avg_decode_micros: s.avg_decode_micros,
             response_hits: s.response_hits,
-        }
+        })
     }
 }

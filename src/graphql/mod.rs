@@ -6,9 +6,9 @@ pub mod connection;
 pub mod limits;
 pub mod loaders;
 pub mod opportunity;
-pub mod order;
 pub mod profile;
 pub mod schema;
+pub mod shape;
 
 use async_graphql::Context;
 

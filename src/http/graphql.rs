@@ -223,7 +223,7 @@ impl Outcome {
     /// The response's body: the stored one for a cache hit, otherwise
     /// written straight from async-graphql's values, whose objects are
     /// already in the document's order (see
-    /// [`FieldOrder`](crate::graphql::order::FieldOrder)).
+    /// [`Shape`](crate::graphql::shape::Shape)).
     fn body(&self) -> Bytes {
         if let Some(stored) = &self.cached {
             return stored.body.clone();

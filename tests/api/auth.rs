@@ -196,7 +196,18 @@ async fn cache_stats_and_metrics_need_the_admin_role() {
     let (status, _, body) = post(&app, None, query).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(code(&body), "UNAUTHENTICATED");
-    assert_eq!(body["data"], Value::Null);
+    assert_eq!(body["data"].get("cacheStats"), Some(&Value::Null), "{body}");
+    // Refused alone: the rest of the query still answers.
+    let (_, _, body) = post(
+        &app,
+        None,
+        "{ cacheStats { entries } profiles { totalCount } }",
+    )
+    .await;
+    assert_eq!(code(&body), "UNAUTHENTICATED");
+    assert_eq!(body["errors"][0]["path"], json!(["cacheStats"]));
+    assert_eq!(body["data"].get("cacheStats"), Some(&Value::Null), "{body}");
+    assert_eq!(body["data"]["profiles"]["totalCount"], 0, "{body}");
     let (_, _, body) = post(&app, Some(EDITOR_KEY), query).await;
     assert_eq!(code(&body), "FORBIDDEN");
     let (_, _, body) = post(&app, Some(ADMIN_KEY), query).await;

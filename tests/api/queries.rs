@@ -604,6 +604,69 @@ on_both!(
     bad_paging_and_filters_are_user_errors
 );
 
+/// A failed field is null; when its type may not be null, so is its parent,
+/// up to the nearest field that may be, or `data` itself (the spec's
+/// "Handling Field Errors"). Never a key left out.
+async fn field_errors_null_the_nearest_field_that_may_be_null(app: &TestApp) {
+    seed(app, 2, 2).await;
+    let ids = app
+        .data("{ profiles(first: 2) { nodes { id } } }", json!({}))
+        .await;
+    let id = ids["profiles"]["nodes"][0]["id"].clone();
+    // `profile` may be null; its `opportunities` may not.
+    let body = app
+        .gql(
+            "query($id: ID!) { p: profile(id: $id) { name opportunities(first: -1) { totalCount } } \
+             q: profile(id: $id) { name } }",
+            json!({ "id": id }),
+        )
+        .await;
+    // Present, and null: a key left out would read as null here too.
+    assert_eq!(body["data"].get("p"), Some(&Value::Null), "{body}");
+    assert!(body["data"]["q"]["name"].is_string(), "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["p", "opportunities"]));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    // `profiles` may not be null either: the null reaches `data`.
+    let body = app
+        .gql(
+            "{ a: profiles(first: 1) { totalCount } b: profiles(first: -1) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body.get("data"), Some(&Value::Null), "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["b"]));
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
+    // The same for a mutation: the one that ran still ran.
+    let opportunity = app
+        .data(
+            "query($id: ID!) { profile(id: $id) { opportunities(first: 1) { nodes { id } } } }",
+            json!({ "id": id }),
+        )
+        .await["profile"]["opportunities"]["nodes"][0]["id"]
+        .clone();
+    let body = app
+        .gql(
+            "mutation($id: ID!) { a: moveOpportunityStage(id: $id, stage: TARGETS) { id } \
+             b: moveOpportunityStage(id: \"opp_missing\", stage: TARGETS) { id } }",
+            json!({ "id": opportunity }),
+        )
+        .await;
+    assert_eq!(body.get("data"), Some(&Value::Null), "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["b"]));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
+    let moved = app
+        .data(
+            "query($id: ID!) { opportunity(id: $id) { currentStage } }",
+            json!({ "id": opportunity }),
+        )
+        .await;
+    assert_eq!(moved["opportunity"]["currentStage"], "TARGETS");
+}
+on_both!(
+    field_errors_null_the_nearest_field_that_may_be_null_,
+    field_errors_null_the_nearest_field_that_may_be_null
+);
+
 async fn search_text_is_data_never_sql(app: &TestApp) {
     create_profile(app, json!({ "name": "100% Kids_Club" })).await;
     create_profile(app, json!({ "name": "1000 Kids Club" })).await;
