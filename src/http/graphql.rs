@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use super::caching::{self, Cacheability};
 use super::negotiate::{self, ResponseFormat};
-use super::observe::OperationName;
+use super::observe::{OperationName, Refused};
 use super::playground;
 use crate::auth::{Principal, Role};
 use crate::cache::Freshness;
@@ -239,7 +239,6 @@ impl Outcome {
         };
         written.map(Bytes::from).unwrap_or_else(|e| {
             let error = AppError::Internal(anyhow::Error::new(e).context("serialising a response"));
-            error.log();
             Bytes::from(serde_json::json!({ "errors": [error.graphql_json()] }).to_string())
         })
     }
@@ -470,10 +469,7 @@ async fn single(
 ) -> Response {
     let mut outcome = match run(state, principal, &method, params).await {
         Ok(outcome) => outcome,
-        Err(e) => {
-            state.metrics().observe_refused(e.code());
-            return error_response(e, Some(format));
-        }
+        Err(e) => return error_response(e, Some(format)),
     };
     let cacheability = outcome.cacheability();
     let (body, coding, tag) = match &outcome.cached {
@@ -595,6 +591,7 @@ pub fn refusal(headers: &HeaderMap, error: AppError) -> Response {
 
 /// An HTTP-level failure as a GraphQL error body. `format` is the negotiated
 /// one; `None` when negotiation itself failed (the body is then plain JSON).
+/// Counted as refused by the metrics layer, whichever layer refused it.
 fn error_response(error: AppError, format: Option<ResponseFormat>) -> Response {
     // A well-formed request whose persisted query is unknown is a request
     // error: 200 for legacy clients, as for a query that fails to parse.
@@ -617,5 +614,6 @@ fn error_response(error: AppError, format: Option<ResponseFormat>) -> Response {
         .into_response();
     finish_error_headers(&error, &mut response);
     finish(&mut response, "refused".into());
+    response.extensions_mut().insert(Refused(error.code()));
     response
 }

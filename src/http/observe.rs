@@ -1,4 +1,5 @@
-//! One log line and the HTTP metrics per request.
+//! One log line and the HTTP metrics per request, with the GraphQL
+//! requests refused before any operation ran.
 
 use std::time::Instant;
 
@@ -13,6 +14,12 @@ use crate::metrics::Metrics;
 /// for the request log line.
 #[derive(Clone, Debug)]
 pub struct OperationName(pub String);
+
+/// Set on a GraphQL response refused before any operation ran (malformed,
+/// unacceptable, unauthenticated, shed, ...): its error code, counted here
+/// so that every layer's refusals are.
+#[derive(Clone, Copy, Debug)]
+pub struct Refused(pub &'static str);
 
 /// Wraps every request in a span, then logs method, path, status, GraphQL
 /// operation and duration, and counts it by route (the route template, so
@@ -37,6 +44,9 @@ pub async fn observe(State(metrics): State<Metrics>, request: Request, next: Nex
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.observe_http(method.as_str(), &route, status, elapsed);
+    if let Some(Refused(code)) = response.extensions().get() {
+        metrics.observe_refused(code);
+    }
     let operation = response
         .extensions()
         .get::<OperationName>()

@@ -36,6 +36,33 @@ async fn metrics_count_operations_errors_statements_and_pools() {
         .send()
         .await
         .unwrap();
+    // Refused before any operation ran, each by another layer: not JSON,
+    // not a JSON body, an `Accept` nothing answers, a mutation without a key.
+    let graphql = || app.client.post(app.url("/graphql"));
+    for (request, status) in [
+        (
+            graphql()
+                .header("content-type", "application/json")
+                .body("{"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            graphql().header("content-type", "text/plain").body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            graphql()
+                .header("accept", "application/xml")
+                .json(&json!({ "query": "{ __typename }" })),
+            StatusCode::NOT_ACCEPTABLE,
+        ),
+        (
+            graphql().json(&json!({ "query": "mutation { deleteProfile(id: \"x\") }" })),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        assert_eq!(request.send().await.unwrap().status(), status);
+    }
 
     let response = app
         .client
@@ -56,9 +83,14 @@ async fn metrics_count_operations_errors_statements_and_pools() {
         r#"catalynx_graphql_operations_total{operation="ListProfiles",type="query"} 2"#,
         r#"catalynx_graphql_operation_duration_seconds_count{operation="ListProfiles",type="query"} 2"#,
         r#"catalynx_graphql_errors_total{code="GRAPHQL_VALIDATION_FAILED",operation="anonymous"} 1"#,
+        r#"catalynx_graphql_errors_total{code="BAD_REQUEST",operation="refused"} 1"#,
+        r#"catalynx_graphql_errors_total{code="UNSUPPORTED_MEDIA_TYPE",operation="refused"} 1"#,
+        r#"catalynx_graphql_errors_total{code="NOT_ACCEPTABLE",operation="refused"} 1"#,
+        r#"catalynx_graphql_errors_total{code="UNAUTHENTICATED",operation="refused"} 1"#,
         r#"catalynx_http_requests_total{method="POST",route="/graphql",status="200"} 3"#,
+        r#"catalynx_http_requests_total{method="POST",route="/graphql",status="415"} 1"#,
         r#"catalynx_http_requests_total{method="GET",route="/api/profiles/{id}",status="404"} 1"#,
-        r#"catalynx_http_request_duration_seconds_bucket{method="POST",route="/graphql",le="+Inf"} 3"#,
+        r#"catalynx_http_request_duration_seconds_bucket{method="POST",route="/graphql",le="+Inf"} 7"#,
         r#"catalynx_db_pool_connections{pool="read",state="open"}"#,
         r#"catalynx_db_pool_connections{pool="write",state="in_use"}"#,
         // The scrape is no API request: none runs.
