@@ -210,6 +210,12 @@ pub fn respond_tagged(
             } else {
                 matched
             };
+            // A 304 carries the `Vary` its 200 would (RFC 9110, 15.4.5):
+            // the compression layer adds it to bodies it may code, and
+            // leaves an empty body alone.
+            if coding.is_none() && body.len() >= MIN_COMPRESSED_BYTES {
+                builder = builder.header(header::VARY, "accept-encoding");
+            }
             return builder
                 .status(StatusCode::NOT_MODIFIED)
                 .header(header::ETAG, echoed)

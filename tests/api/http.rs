@@ -621,6 +621,18 @@ async fn etags_answer_304_for_post_and_get_and_change_after_a_mutation() {
         Some("public, max-age=10")
     );
     assert!(body.is_empty());
+    // The same `Vary` as the 200, which a cache needs to store the 304 under.
+    let vary = |headers: &HeaderMap| {
+        let mut vary: Vec<String> = headers
+            .get_all(header::VARY)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        vary.sort();
+        vary
+    };
+    assert_eq!(vary(&headers), vary(first.headers()));
+    assert_eq!(vary(&headers), ["accept", "accept-encoding"]);
 
     // The same query by GET has the same body, so the same tag.
     let by_get = app
