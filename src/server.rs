@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Query;
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
@@ -215,8 +215,11 @@ async fn no_route(uri: Uri) -> AppError {
     AppError::NotFound(format!("no route for {}", uri.path()))
 }
 
-async fn no_method(method: Method, uri: Uri) -> AppError {
-    AppError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
+/// In the body its endpoint answers errors with: GraphQL errors on
+/// `/graphql`, like the 405 of a mutation sent by GET.
+async fn no_method(method: Method, uri: Uri, headers: HeaderMap) -> axum::response::Response {
+    let error = AppError::MethodNotAllowed(format!("{} does not take {method}", uri.path()));
+    crate::http::refusal(uri.path(), &headers, error)
 }
 
 /// Largest body `/bench/ceiling` builds.
