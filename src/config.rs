@@ -140,23 +140,33 @@ impl DbConfig {
     }
 }
 
+/// A limit of 0 would refuse every request (or, for page sizes, answer
+/// every list empty): refused at start instead.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// How the GraphQL API behaves: page sizes, limits, loaders.
 #[derive(Debug, Clone, Args)]
 pub struct ApiConfig {
     /// Page size when a list query gives neither `first` nor `last`.
-    #[arg(long, env = "CATALYNX_DEFAULT_PAGE_SIZE", default_value_t = 100)]
+    #[arg(long, env = "CATALYNX_DEFAULT_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub default_page_size: u32,
     /// Largest `first`/`last` accepted; more is a BAD_USER_INPUT error.
-    #[arg(long, env = "CATALYNX_MAX_PAGE_SIZE", default_value_t = 500)]
+    #[arg(long, env = "CATALYNX_MAX_PAGE_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_page_size: u32,
     /// Deepest selection set accepted.
-    #[arg(long, env = "CATALYNX_MAX_DEPTH", default_value_t = 12)]
+    #[arg(long, env = "CATALYNX_MAX_DEPTH", default_value_t = 12, value_parser = at_least_one)]
     pub max_depth: usize,
     /// Highest query complexity accepted (each field costs 1; lists cost their page size).
-    #[arg(long, env = "CATALYNX_MAX_COMPLEXITY", default_value_t = 50_000)]
+    #[arg(long, env = "CATALYNX_MAX_COMPLEXITY", default_value_t = 50_000, value_parser = at_least_one)]
     pub max_complexity: usize,
     /// Most root fields (aliases included) in one operation.
-    #[arg(long, env = "CATALYNX_MAX_ROOT_FIELDS", default_value_t = 20)]
+    #[arg(long, env = "CATALYNX_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = at_least_one)]
     pub max_root_fields: usize,
     /// Turn schema introspection off (e.g. in production behind a public gateway).
     #[arg(long, env = "CATALYNX_DISABLE_INTROSPECTION")]
@@ -184,7 +194,7 @@ pub struct HttpConfig {
     #[arg(long, env = "CATALYNX_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Seconds a request may take before it is answered 408.
-    #[arg(long, env = "CATALYNX_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "CATALYNX_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
     /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
     /// `https://app.example.org`; `*` allows any origin; none: same origin only.
@@ -377,4 +387,33 @@ pub struct ExportConfig {
     /// File to write (replaced if it exists); standard output when absent.
     #[arg(long, env = "CATALYNX_EXPORT_OUTPUT")]
     pub output: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use super::Cli;
+
+    #[test]
+    fn limits_of_zero_are_refused_at_start() {
+        for flag in [
+            "--default-page-size",
+            "--max-page-size",
+            "--max-depth",
+            "--max-complexity",
+            "--max-root-fields",
+            "--request-timeout-secs",
+        ] {
+            let refused = Cli::try_parse_from(["catalynx", "serve", flag, "0"])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} 0 accepted"));
+            assert_eq!(refused.kind(), ErrorKind::ValueValidation, "{flag}");
+            assert!(
+                Cli::try_parse_from(["catalynx", "serve", flag, "1"]).is_ok(),
+                "{flag}"
+            );
+        }
+    }
 }
