@@ -76,8 +76,8 @@ fn root_fields<'a>(
 /// Fields a selection set selects with every fragment spread inlined,
 /// saturating. Each fragment is counted once and remembered, so a document
 /// whose expansion is exponential (fragments spreading fragments ten times
-/// over) costs time linear in its text; a spread inside its own fragment
-/// counts nothing (the cycle is refused later).
+/// over) costs time linear in its text. Fragment cycles are refused before
+/// this runs.
 fn expanded_fields<'a>(
     set: &'a SelectionSet,
     doc: &'a ExecutableDocument,
@@ -124,40 +124,116 @@ fn expanded_fields<'a>(
     })
 }
 
-/// Selection sets nested deeper than `max`, following fragment spreads
-/// (so a fragment cycle is too deep): as async-graphql measures it.
-fn too_deep(
-    doc: &ExecutableDocument,
-    set: &Positioned<SelectionSet>,
+/// The first selection set nested deeper than `max` (following fragment
+/// spreads, as async-graphql measures it), or a fragment that spreads
+/// itself, in the operations and in every fragment. Checked before anything
+/// else walks the document: each fragment's depth is worked out once and
+/// remembered, so a wide document (fragments spreading fragments many times
+/// over) costs time linear in its text, and no walk goes deeper than `max`,
+/// so a long chain of fragments (a 2 MB body holds 45,000) cannot overflow
+/// the stack of this walk or of those after it.
+fn nesting_error(doc: &ExecutableDocument, max: usize) -> Option<ServerError> {
+    let mut heights = HashMap::new();
+    let mut open = Vec::new();
+    let operations = doc.operations.iter().map(|(_, op)| &op.node.selection_set);
+    let fragments = doc.fragments.values().map(|f| &f.node.selection_set);
+    operations
+        .chain(fragments)
+        .find_map(|set| height(doc, set, 0, max, &mut heights, &mut open).err())
+}
+
+/// How many levels `set`, found at `depth`, nests below itself; `heights`
+/// remembers each fragment's, `open` holds the fragments being measured.
+fn height<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a Positioned<SelectionSet>,
     depth: usize,
     max: usize,
-) -> Option<ServerError> {
-    if depth > max {
-        return Some(ServerError::new(
+    heights: &mut HashMap<&'a Name, usize>,
+    open: &mut Vec<&'a Name>,
+) -> Result<usize, ServerError> {
+    let too_deep = |pos| {
+        ServerError::new(
             format!("The recursion depth of the query cannot be greater than `{max}`"),
-            Some(set.pos),
-        ));
+            Some(pos),
+        )
+    };
+    if depth > max {
+        return Err(too_deep(set.pos));
     }
-    set.node.items.iter().find_map(|item| match &item.node {
-        Selection::Field(f) if f.node.selection_set.node.items.is_empty() => None,
-        Selection::Field(f) => too_deep(doc, &f.node.selection_set, depth + 1, max),
-        Selection::InlineFragment(f) => too_deep(doc, &f.node.selection_set, depth + 1, max),
-        Selection::FragmentSpread(spread) => doc
-            .fragments
-            .get(&spread.node.fragment_name.node)
-            .and_then(|f| too_deep(doc, &f.node.selection_set, depth + 1, max)),
-    })
+    let mut deepest = 0;
+    for item in &set.node.items {
+        let below = match &item.node {
+            Selection::Field(f) if f.node.selection_set.node.items.is_empty() => 0,
+            Selection::Field(f) => {
+                1 + height(doc, &f.node.selection_set, depth + 1, max, heights, open)?
+            }
+            Selection::InlineFragment(f) => {
+                1 + height(doc, &f.node.selection_set, depth + 1, max, heights, open)?
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = &spread.node.fragment_name.node;
+                // An unknown fragment is validation's to refuse.
+                let Some(fragment) = doc.fragments.get(name) else {
+                    continue;
+                };
+                if let Some(at) = open.iter().position(|n| *n == name) {
+                    let via: Vec<String> =
+                        open[at + 1..].iter().map(|n| format!("\"{n}\"")).collect();
+                    let via = if via.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" via {}", via.join(", "))
+                    };
+                    return Err(with_code(
+                        ServerError::new(
+                            format!("Cannot spread fragment \"{name}\" within itself{via}"),
+                            Some(spread.pos),
+                        ),
+                        VALIDATION_FAILED,
+                    ));
+                }
+                let below = match heights.get(name) {
+                    Some(&known) => known,
+                    None => {
+                        open.push(name);
+                        let measured = height(
+                            doc,
+                            &fragment.node.selection_set,
+                            depth + 1,
+                            max,
+                            heights,
+                            open,
+                        )?;
+                        open.pop();
+                        heights.insert(name, measured);
+                        measured
+                    }
+                };
+                if depth + 1 + below > max {
+                    return Err(too_deep(spread.pos));
+                }
+                1 + below
+            }
+        };
+        deepest = deepest.max(below);
+    }
+    Ok(deepest)
 }
 
 impl RequestLimits {
     /// Parses the request's document (kept in the request for the schema)
-    /// and measures it: the expanded size first, before anything walks
-    /// fragment spreads anew (exponential in their nesting), then the
-    /// nesting, then the root fields.
+    /// and measures it: the nesting first, which bounds how deep every
+    /// later walk goes, then the expanded size, before anything walks
+    /// fragment spreads anew (exponential in their nesting), then the root
+    /// fields.
     pub fn check(&self, request: &mut Request) -> Result<(), ServerError> {
         let doc = request
             .parsed_query()
             .map_err(|e| with_code(e, PARSE_FAILED))?;
+        if let Some(error) = nesting_error(doc, RECURSION_DEPTH) {
+            return Err(with_code(error, PARSE_FAILED));
+        }
         let mut known = HashMap::new();
         for (_, operation) in doc.operations.iter() {
             let size = expanded_fields(
@@ -178,11 +254,6 @@ impl RequestLimits {
                     ),
                     VALIDATION_FAILED,
                 ));
-            }
-        }
-        for (_, operation) in doc.operations.iter() {
-            if let Some(error) = too_deep(doc, &operation.node.selection_set, 0, RECURSION_DEPTH) {
-                return Err(with_code(error, PARSE_FAILED));
             }
         }
         for (_, operation) in doc.operations.iter() {

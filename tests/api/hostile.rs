@@ -103,6 +103,19 @@ fn code_of(body: &Value) -> Option<&str> {
         .or_else(|| body["code"].as_str())
 }
 
+/// `root` and fragments `C0` to `C{length}` on the query root, each
+/// spreading the next.
+fn chain(root: &str, length: usize) -> String {
+    let mut doc = root.to_owned();
+    for i in 0..length {
+        doc.push_str(&format!(" fragment C{i} on QueryRoot {{ ...C{} }}", i + 1));
+    }
+    doc.push_str(&format!(
+        " fragment C{length} on QueryRoot {{ __typename }}"
+    ));
+    doc
+}
+
 fn nested(open: &str, inner: &str, close: &str, depth: usize) -> String {
     format!("{}{inner}{}", open.repeat(depth), close.repeat(depth))
 }
@@ -187,10 +200,15 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         Case::query("alias bomb at the root", format!("{{ {} }}", (0..500).map(|i| format!("a{i}: profiles {{ totalCount }}")).collect::<Vec<_>>().join(" "))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("alias bomb under a list", format!("{{ profiles(first: 500) {{ nodes {{ {} }} }} }}", (0..2000).map(|i| format!("a{i}: name")).collect::<Vec<_>>().join(" "))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("field bomb", format!("{{ profiles(first: 500) {{ nodes {{ {} }} }} }}", many("name", 20_000))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
-        // Fragment cycles are caught while the document is read, as too deep.
-        Case::query("fragment cycle", "query { ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }").expect(400, "GRAPHQL_PARSE_FAILED"),
-        Case::query("self-referencing fragment", "query { profiles { nodes { ...P } } } fragment P on Profile { name ...P }").expect(400, "GRAPHQL_PARSE_FAILED"),
-        Case::query("fragment fan-out (billion laughs)", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 30, 2)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        // Fragment cycles are caught before anything follows them.
+        Case::query("fragment cycle", "query { ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }").expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        Case::query("self-referencing fragment", "query { profiles { nodes { ...P } } } fragment P on Profile { name ...P }").expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        Case::query("unused fragment cycle", "{ __typename } fragment A on QueryRoot { ...A }").expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        // A chain of 20,000 fragments, each spreading the next: every walk
+        // that follows spreads would go 20,000 calls deep.
+        Case::query("long fragment chain", chain("{ ...C0 }", 20_000)).expect(400, "GRAPHQL_PARSE_FAILED"),
+        Case::query("long unused fragment chain", chain("{ __typename }", 20_000)).expect(400, "GRAPHQL_PARSE_FAILED"),
+        Case::query("fragment fan-out (billion laughs)", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 25, 2)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("fragment fan-out just under the field limit", fan_out("query { opportunity(id: \"x\") { ...F0 } }", "Opportunity", "id", 4, 14)).expect(200, ""),
         Case::query("fragment fan-out, 10^8 fields in 8 levels", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 8, 10)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("directive flood", format!("{{ profiles {{ totalCount {} }} }}", many("@skip(if: false)", 5_000))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
