@@ -342,3 +342,50 @@ impl<T, E: Into<AppError>> GqlResultExt<T> for Result<T, E> {
         self.map_err(|e| e.into().extend())
     }
 }
+
+/// `error` and its causes on one line, `a: b: c`, each cause once: some
+/// errors (sqlx's database errors) repeat their source in their own
+/// message, which `{:#}` would print twice.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        #[derive(Debug)]
+        struct Repeats(std::io::Error);
+        impl std::fmt::Display for Repeats {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "error returned from database: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeats {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let cause = std::io::Error::other("database \"x\" does not exist");
+        let error = anyhow::Error::new(Repeats(cause)).context("cannot connect");
+        assert_eq!(
+            one_line(&error),
+            "cannot connect: error returned from database: database \"x\" does not exist"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
+    }
+}

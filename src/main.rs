@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line naming the setting and the cause; no backtrace.
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", catalynx::error::one_line(&err));
             ExitCode::FAILURE
         }
     }
