@@ -112,9 +112,9 @@ impl Shape {
     /// `None`); `None` when the document has no such operation.
     ///
     /// Fragments apply whatever their type condition: the schema has no
-    /// interfaces or unions, so a spread that validates applies to the
-    /// object it is spread in. A fragment spread inside itself (which
-    /// validation refuses later) is walked once.
+    /// interfaces or unions (a test says so), so a spread that validates
+    /// applies to the object it is spread in. A fragment spread inside
+    /// itself, which the limits refuse before this runs, is walked once.
     pub fn of(doc: &ExecutableDocument, name: Option<&str>, types: &FieldTypes) -> Option<Self> {
         let mut operations = doc.operations.iter();
         let (_, operation) = match name {
@@ -215,6 +215,7 @@ impl Shape {
         }
         nullable_at
     }
+
     /// Puts every object under `value` in the document's order. Keys the
     /// document does not name (there are none) would go last.
     fn order(&self, value: &mut Value) {
@@ -480,6 +481,23 @@ mod tests {
             shaped(query, data, &[json!(["__schema", "queryType", "name"])]),
             r#"{"__schema":{"queryType":{"name":null}}}"#
         );
+    }
+
+    /// [`Shape::of`] applies every fragment whatever its type condition,
+    /// which holds only while no field can return more than one type.
+    #[test]
+    fn the_schema_has_no_interfaces_or_unions() {
+        let sdl = crate::graphql::schema::sdl();
+        let doc = async_graphql::parser::parse_schema(&sdl).unwrap();
+        for definition in doc.definitions {
+            if let TypeSystemDefinition::Type(ty) = definition {
+                assert!(
+                    !matches!(ty.node.kind, TypeKind::Interface(_) | TypeKind::Union(_)),
+                    "{} is abstract: Shape::of must check type conditions",
+                    ty.node.name.node
+                );
+            }
+        }
     }
 
     #[test]
