@@ -683,7 +683,7 @@ impl OpportunityMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new opportunity's fields.")] input: CreateOpportunityInput,
-    ) -> Result<Opportunity> {
+    ) -> Result<Option<Opportunity>> {
         let model = input.into_model().gql()?;
         let api = ApiContext::of(ctx);
         if !profiles::exists(&api.db.read, &model.profile_id)
@@ -699,7 +699,7 @@ impl OpportunityMutation {
                 Tag::ProfileOpportunities(&model.profile_id),
             ])
             .await;
-        Ok(Opportunity(saved.gql()?))
+        Ok(Some(Opportunity(saved.gql()?)))
     }
 
     /// Creates many opportunities in one transaction: all of them or none.
@@ -709,7 +709,7 @@ impl OpportunityMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new opportunities (1 to 1000).")] inputs: Vec<CreateOpportunityInput>,
-    ) -> Result<Vec<Opportunity>> {
+    ) -> Result<Option<Vec<Opportunity>>> {
         let models = parse_batch(inputs, CreateOpportunityInput::into_model).gql()?;
         let api = ApiContext::of(ctx);
         let mut ids: Vec<String> = models.iter().map(|m| m.profile_id.clone()).collect();
@@ -735,7 +735,7 @@ impl OpportunityMutation {
         tags.extend(ids.iter().map(|id| Tag::ProfileOpportunities(id)));
         api.cache.invalidate(&tags).await;
         written.gql()?;
-        Ok(models.into_iter().map(Opportunity).collect())
+        Ok(Some(models.into_iter().map(Opportunity).collect()))
     }
 
     /// Changes an opportunity's fields.
@@ -745,7 +745,7 @@ impl OpportunityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The opportunity's id.")] id: ID,
         #[graphql(desc = "The fields to change.")] input: UpdateOpportunityInput,
-    ) -> Result<Opportunity> {
+    ) -> Result<Option<Opportunity>> {
         change_opportunity(ApiContext::of(ctx), &id, |model| input.apply_to(model)).await
     }
 
@@ -756,7 +756,7 @@ impl OpportunityMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The opportunity's id.")] id: ID,
         #[graphql(desc = "The stage to move to.")] stage: Stage,
-    ) -> Result<Opportunity> {
+    ) -> Result<Option<Opportunity>> {
         change_opportunity(ApiContext::of(ctx), &id, |model| {
             model.current_stage = stage.as_str().to_owned();
             Ok(())
@@ -770,7 +770,7 @@ impl OpportunityMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The opportunity's id.")] id: ID,
-    ) -> Result<ID> {
+    ) -> Result<Option<ID>> {
         let api = ApiContext::of(ctx);
         let mut parent = None;
         let deleted = async {
@@ -792,7 +792,7 @@ impl OpportunityMutation {
                 .await;
         }
         deleted.gql()?;
-        Ok(id)
+        Ok(Some(id))
     }
 }
 
@@ -802,7 +802,7 @@ async fn change_opportunity(
     api: &ApiContext,
     id: &str,
     change: impl FnOnce(&mut opportunity::Model) -> AppResult<()>,
-) -> Result<Opportunity> {
+) -> Result<Option<Opportunity>> {
     let mut parent = None;
     let saved = async {
         let txn = api.db.begin_write().await?;
@@ -829,5 +829,5 @@ async fn change_opportunity(
             .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])
             .await;
     }
-    Ok(Opportunity(saved.gql()?))
+    Ok(Some(Opportunity(saved.gql()?)))
 }

@@ -916,14 +916,14 @@ impl ProfileMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new profile's fields.")] input: CreateProfileInput,
-    ) -> Result<Profile> {
+    ) -> Result<Option<Profile>> {
         let model = input.into_model().gql()?;
         let api = ApiContext::of(ctx);
         let saved = profiles::insert(&api.db.write, model.clone()).await;
         api.cache
             .invalidate(&[Tag::Profiles, Tag::Profile(&model.id)])
             .await;
-        Ok(Profile(saved.gql()?))
+        Ok(Some(Profile(saved.gql()?)))
     }
 
     /// Creates many profiles in one transaction: all of them or none. Errors
@@ -933,7 +933,7 @@ impl ProfileMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new profiles (1 to 1000).")] inputs: Vec<CreateProfileInput>,
-    ) -> Result<Vec<Profile>> {
+    ) -> Result<Option<Vec<Profile>>> {
         let models = parse_batch(inputs, CreateProfileInput::into_model).gql()?;
         let api = ApiContext::of(ctx);
         check_unique_eins(&api.db, &models).await.gql()?;
@@ -947,7 +947,7 @@ impl ProfileMutation {
         tags.extend(models.iter().map(|m| Tag::Profile(&m.id)));
         api.cache.invalidate(&tags).await;
         written.gql()?;
-        Ok(models.into_iter().map(Profile).collect())
+        Ok(Some(models.into_iter().map(Profile).collect()))
     }
 
     /// Changes a profile's fields.
@@ -957,7 +957,7 @@ impl ProfileMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The profile's id.")] id: ID,
         #[graphql(desc = "The fields to change.")] input: UpdateProfileInput,
-    ) -> Result<Profile> {
+    ) -> Result<Option<Profile>> {
         let api = ApiContext::of(ctx);
         let mut written = false;
         let saved = async {
@@ -986,7 +986,7 @@ impl ProfileMutation {
                 .invalidate(&[Tag::Profiles, Tag::Profile(&id)])
                 .await;
         }
-        Ok(Profile(saved.gql()?))
+        Ok(Some(Profile(saved.gql()?)))
     }
 
     /// Deletes a profile and its opportunities; returns the deleted id.
@@ -995,7 +995,7 @@ impl ProfileMutation {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The profile's id.")] id: ID,
-    ) -> Result<ID> {
+    ) -> Result<Option<ID>> {
         let api = ApiContext::of(ctx);
         let deleted = profiles::delete(&api.db.write, &id).await;
         // Its opportunities went with it (ON DELETE CASCADE).
@@ -1008,7 +1008,7 @@ impl ProfileMutation {
             ])
             .await;
         if deleted.gql()? {
-            Ok(id)
+            Ok(Some(id))
         } else {
             Err(AppError::not_found("profile", &id).extend())
         }

@@ -13,7 +13,10 @@ use crate::config::ApiConfig;
 #[derive(MergedObject, Default)]
 pub struct QueryRoot(ProfileQuery, OpportunityQuery, CacheStatsQuery);
 
-/// Every mutation of the API: create, change and delete profiles and opportunities.
+/// Every mutation of the API: create, change and delete profiles and
+/// opportunities. Each is null when it fails, with its error in `errors`,
+/// so that the others of one document, which run in order, keep their
+/// answers.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(ProfileMutation, OpportunityMutation);
 
