@@ -149,10 +149,16 @@ impl AppError {
         }
     }
 
-    /// The error as one GraphQL error object: `{ message, extensions: { code } }`.
-    pub fn graphql_json(&self) -> serde_json::Value {
+    /// The error as one GraphQL error: `{ message, extensions: { code } }`,
+    /// written in that order, as async-graphql writes field errors.
+    pub fn server_error(&self) -> async_graphql::ServerError {
         self.log();
-        serde_json::json!({ "message": self.to_string(), "extensions": { "code": self.code() } })
+        let mut error = async_graphql::ServerError::new(self.to_string(), None);
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", self.code());
+        error
     }
 
     /// Prefixes a client-facing message, e.g. with the index of a batch item.

@@ -239,7 +239,7 @@ impl Outcome {
         };
         written.map(Bytes::from).unwrap_or_else(|e| {
             let error = AppError::Internal(anyhow::Error::new(e).context("serialising a response"));
-            Bytes::from(serde_json::json!({ "errors": [error.graphql_json()] }).to_string())
+            RequestError::body(&error)
         })
     }
 }
@@ -250,6 +250,17 @@ struct RequestError<'a> {
     errors: &'a [async_graphql::ServerError],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extensions: &'a BTreeMap<String, async_graphql::Value>,
+}
+
+impl RequestError<'_> {
+    /// The body of `error` alone.
+    fn body(error: &AppError) -> Bytes {
+        let body = RequestError {
+            errors: &[error.server_error()],
+            extensions: &BTreeMap::new(),
+        };
+        Bytes::from(serde_json::to_vec(&body).expect("an error serialises"))
+    }
 }
 
 /// The name and type of the operation a document would run, when it can tell.
@@ -274,17 +285,9 @@ fn select_operation(
 
 /// A request error answered as a GraphQL response, for a batch item.
 fn failed(state: &AppState, error: AppError) -> Outcome {
-    let code = error.code();
-    state.metrics().observe_refused(code);
-    error.log();
-    let message = error.to_string();
-    let mut server_error = async_graphql::ServerError::new(message, None);
-    server_error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
+    state.metrics().observe_refused(error.code());
     Outcome {
-        response: async_graphql::Response::from_errors(vec![server_error]),
+        response: async_graphql::Response::from_errors(vec![error.server_error()]),
         kind: None,
         label: "refused".into(),
         request_error: true,
@@ -604,12 +607,11 @@ fn error_response(error: AppError, format: Option<ResponseFormat>) -> Response {
     } else {
         error.status()
     };
-    let body = serde_json::json!({ "errors": [error.graphql_json()] });
     let content_type = format.unwrap_or(ResponseFormat::Json).content_type();
     let mut response = (
         status,
         [(header::CONTENT_TYPE, content_type)],
-        body.to_string(),
+        RequestError::body(&error),
     )
         .into_response();
     finish_error_headers(&error, &mut response);
