@@ -22,6 +22,20 @@ pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// built with the same limit and checks it again.
 pub const RECURSION_DEPTH: usize = 32;
 
+/// The most one field may add to a query's complexity. async-graphql adds
+/// fields' complexities with wrapping arithmetic, so a product left to wrap
+/// (a skipped `first: 2147483647` times its selection) could bring a huge
+/// query's total back under the limit; capped, the fields a document may
+/// hold cannot add up to a wrap.
+const FIELD_COMPLEXITY_CAP: usize = u32::MAX as usize;
+
+/// A list field's complexity: its page size (`first` or `last`, else
+/// `default`) times its selection's, capped at [`FIELD_COMPLEXITY_CAP`].
+pub fn list_complexity(page: Option<i32>, default: usize, child: usize) -> usize {
+    let size = page.map_or(default, |n| usize::try_from(n.max(1)).unwrap_or(1));
+    size.saturating_mul(child).min(FIELD_COMPLEXITY_CAP)
+}
+
 #[derive(Clone, Debug)]
 pub struct RequestLimits {
     pub max_root_fields: usize,

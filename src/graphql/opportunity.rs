@@ -8,12 +8,12 @@ use async_graphql::{
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use entity::{StringList, opportunity};
 
-use super::ApiContext;
 use super::connection::{OrderDirection, PageInfo, node_fields};
 use super::loaders::{CountKey, Loaders};
 use super::profile::{
     Profile, apply, apply_required, optional, parse_batch, parse_search, stored_enum,
 };
+use super::{ApiContext, limits};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -414,7 +414,7 @@ impl OpportunityQuery {
 
     /// Opportunities across profiles, best score first unless ordered
     /// otherwise. Relay cursor pagination.
-    #[graphql(complexity = "first.or(last).unwrap_or(100).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "limits::list_complexity(first.or(last), 100, child_complexity)")]
     async fn opportunities(
         &self,
         ctx: &Context<'_>,

@@ -15,7 +15,7 @@ use super::loaders::{CountKey, Hashed, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{
     OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
 };
-use super::{ApiContext, parse_list};
+use super::{ApiContext, limits, parse_list};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -128,7 +128,7 @@ impl Profile {
     /// This profile's opportunities, best score first unless ordered otherwise.
     /// Batched across the profiles of a page: one statement for all of them.
     #[graphql(
-        complexity = "first.unwrap_or(NESTED_PAGE_SIZE as i32).max(1) as usize * child_complexity"
+        complexity = "limits::list_complexity(first, NESTED_PAGE_SIZE as usize, child_complexity)"
     )]
     async fn opportunities(
         &self,
@@ -496,7 +496,7 @@ impl ProfileQuery {
 
     /// Profiles, newest change first unless ordered otherwise; archived ones
     /// only when the filter asks for them. Relay cursor pagination.
-    #[graphql(complexity = "first.or(last).unwrap_or(100).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "limits::list_complexity(first.or(last), 100, child_complexity)")]
     async fn profiles(
         &self,
         ctx: &Context<'_>,

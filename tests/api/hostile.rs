@@ -103,6 +103,8 @@ fn code_of(body: &Value) -> Option<&str> {
         .or_else(|| body["code"].as_str())
 }
 
+const COMPLEXITY_WRAP: &str = "{ r0:profiles(first:500){nodes{...P3}} r1:profiles(first:500){nodes{...P3}} r2:profiles(first:500){nodes{...P3}} r3:profiles(first:500){nodes{...P3}} wrapA: profiles(first:2147483647) @skip(if:true) { nodes { w0:opportunities(first:2147483647){totalCount} w1:opportunities(first:2147483647){totalCount} w2:opportunities(first:2147483647){totalCount} wr:opportunities(first:2147479926){totalCount} } } wrapB: profiles(first:1815034020) @skip(if:true) { totalCount } } fragment P0 on Profile{id name} fragment P1 on Profile{o0:opportunities(first:500){nodes{profile{...P0}}} o1:opportunities(first:500){nodes{profile{...P0}}}} fragment P2 on Profile{o0:opportunities(first:500){nodes{profile{...P1}}} o1:opportunities(first:500){nodes{profile{...P1}}}} fragment P3 on Profile{o0:opportunities(first:500){nodes{profile{...P2}}} o1:opportunities(first:500){nodes{profile{...P2}}}}";
+
 /// `root` and fragments `C0` to `C{length}` on the query root, each
 /// spreading the next.
 fn chain(root: &str, length: usize) -> String {
@@ -208,6 +210,10 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         // that follows spreads would go 20,000 calls deep.
         Case::query("long fragment chain", chain("{ ...C0 }", 20_000)).expect(400, "GRAPHQL_PARSE_FAILED"),
         Case::query("long unused fragment chain", chain("{ __typename }", 20_000)).expect(400, "GRAPHQL_PARSE_FAILED"),
+        // Fields whose complexities add up past usize::MAX to a small total:
+        // four 500-profile pages nesting pages of 500 (about 8e12), and two
+        // skipped fields sized to wrap the sum round to near 0.
+        Case::query("complexity wrapped round by skipped fields", COMPLEXITY_WRAP).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("fragment fan-out (billion laughs)", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 25, 2)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("fragment fan-out just under the field limit", fan_out("query { opportunity(id: \"x\") { ...F0 } }", "Opportunity", "id", 4, 14)).expect(200, ""),
         Case::query("fragment fan-out, 10^8 fields in 8 levels", fan_out("query { profiles { nodes { ...F0 } } }", "Profile", "name", 8, 10)).expect(400, "GRAPHQL_VALIDATION_FAILED"),
