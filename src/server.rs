@@ -138,7 +138,9 @@ impl AppState {
         principal: &Principal,
     ) -> async_graphql::Response {
         if let Err(error) = self.inner.limits.check(&mut request) {
-            return async_graphql::Response::from_errors(vec![error]);
+            let mut response = async_graphql::Response::from_errors(vec![error]);
+            limits::bound_errors(&mut response);
+            return response;
         }
         // Built once the document is known to be within the limits.
         let operation = request.operation_name.clone();
@@ -151,6 +153,7 @@ impl AppState {
             .data(principal.clone());
         let mut response = self.inner.schema.execute(request).await;
         limits::code_errors(&mut response);
+        limits::bound_errors(&mut response);
         if let Some(shape) = shape {
             shape.apply(&mut response);
         }

@@ -8,11 +8,11 @@
 //! chain, with a boxed future and type lookups per field (about 6% of the
 //! server's CPU for a 50-profile nested page).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql::Positioned;
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Name, Request, Response, ServerError};
+use async_graphql::{Name, Request, Response, ServerError, Value};
 
 /// Code of a query that does not parse.
 pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
@@ -64,7 +64,7 @@ fn set_code(error: &mut ServerError, code: &str) {
 fn root_fields<'a>(
     set: &'a SelectionSet,
     doc: &'a ExecutableDocument,
-    seen: &mut Vec<&'a Name>,
+    seen: &mut HashSet<&'a Name>,
     fields: &mut Vec<&'a Name>,
 ) {
     for item in &set.items {
@@ -75,10 +75,10 @@ fn root_fields<'a>(
             }
             Selection::FragmentSpread(spread) => {
                 let name = &spread.node.fragment_name.node;
-                if seen.contains(&name) {
+                // A set: a document may spread tens of thousands of them.
+                if !seen.insert(name) {
                     continue;
                 }
-                seen.push(name);
                 if let Some(f) = doc.fragments.get(name) {
                     root_fields(&f.node.selection_set.node, doc, seen, fields);
                 }
@@ -275,7 +275,7 @@ impl RequestLimits {
             root_fields(
                 &operation.node.selection_set.node,
                 doc,
-                &mut Vec::new(),
+                &mut HashSet::new(),
                 &mut fields,
             );
             if !self.introspection
@@ -306,6 +306,59 @@ impl RequestLimits {
             }
         }
         Ok(())
+    }
+}
+
+/// Most errors without a path listed in one response: a document can be
+/// written to fail validation in hundreds of thousands of places (each
+/// repeated argument is one), and listing them all made a 1.8 MB request
+/// answer 30 MB. Errors with a path stay: each stands for a null in `data`.
+const MAX_LISTED_ERRORS: usize = 100;
+
+/// Longest error message sent, in characters: a parse error quotes the line
+/// it failed on, and a document may be one 2 MB line.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Bounds what a response's errors may hold (see [`MAX_LISTED_ERRORS`] and
+/// [`MAX_MESSAGE_CHARS`]); the errors left out are counted in one more.
+pub fn bound_errors(response: &mut Response) {
+    for error in &mut response.errors {
+        if let Some((end, _)) = error.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            error.message.truncate(end);
+            error.message.push('…');
+        }
+    }
+    let mut listed = 0;
+    let mut unlisted = 0;
+    let mut code = None;
+    response.errors.retain(|error| {
+        if !error.path.is_empty() {
+            return true;
+        }
+        listed += 1;
+        if listed <= MAX_LISTED_ERRORS {
+            return true;
+        }
+        unlisted += 1;
+        if code.is_none() {
+            code = error
+                .extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .cloned();
+        }
+        false
+    });
+    if unlisted > 0 {
+        let mut summary = ServerError::new(
+            format!("{unlisted} more errors like these are not listed"),
+            None,
+        );
+        summary
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code.unwrap_or(Value::from(VALIDATION_FAILED)));
+        response.errors.push(summary);
     }
 }
 

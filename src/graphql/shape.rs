@@ -16,7 +16,7 @@
 //! leaves a failed field's key out of its object instead, which clients
 //! generated from the schema read as a broken response.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{
@@ -183,8 +183,10 @@ impl Shape {
             .map(|e| Some(&e.path[..=self.nullable_at(&e.path)?]))
             .collect();
         match nulls {
-            Some(nulls) => {
-                for path in &nulls {
+            Some(paths) => {
+                // A set: a response may hold tens of thousands of errors.
+                let nulls: HashSet<String> = paths.iter().map(|p| path_key(p)).collect();
+                for path in &paths {
                     null_at(&mut response.data, path, &nulls);
                 }
             }
@@ -246,14 +248,16 @@ impl Shape {
 /// another error put (one of `nulls`) holds this one already; any other
 /// null stands for an object whose fields all failed, which async-graphql
 /// gives as null rather than as an object of their nulls.
-fn null_at(data: &mut Value, path: &[PathSegment], nulls: &[&[PathSegment]]) {
+fn null_at(data: &mut Value, path: &[PathSegment], nulls: &HashSet<String>) {
     let Some((last, above)) = path.split_last() else {
         return;
     };
     let mut value = data;
     for (depth, segment) in above.iter().chain([last]).enumerate() {
         if *value == Value::Null {
-            if nulls.contains(&&path[..depth]) || !matches!(segment, PathSegment::Field(_)) {
+            if !matches!(segment, PathSegment::Field(_))
+                || nulls.contains(&path_key(&path[..depth]))
+            {
                 return;
             }
             *value = Value::Object(Default::default());
@@ -283,6 +287,19 @@ fn null_at(data: &mut Value, path: &[PathSegment], nulls: &[&[PathSegment]]) {
         }
         _ => {}
     }
+}
+
+/// `path` as one string, e.g. `profiles.nodes.#3.name`: names never hold
+/// `.` or `#`.
+fn path_key(path: &[PathSegment]) -> String {
+    let segments: Vec<String> = path
+        .iter()
+        .map(|segment| match segment {
+            PathSegment::Field(name) => name.clone(),
+            PathSegment::Index(i) => format!("#{i}"),
+        })
+        .collect();
+    segments.join(".")
 }
 
 /// Adds the fields of `set` to `grouped`: by response key in first-seen

@@ -721,6 +721,40 @@ async fn responses_list_fields_in_the_order_the_query_asks() {
     app.finish().await;
 }
 
+/// A document can fail validation in as many places as it has arguments,
+/// and a parse error quotes its line: neither may make the answer many
+/// times the request.
+#[tokio::test]
+async fn error_lists_and_messages_are_bounded() {
+    let app = spawn_app().await;
+    let repeated = format!("{{ profile({}) {{ id }} }}", "id: \"x\" ".repeat(20_000));
+    let response = post(&app, GRJ, json!({ "query": repeated })).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 101, "{}", errors.len());
+    assert_eq!(errors[0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+    let last = &errors[100];
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("more errors like these are not listed"),
+        "{last}"
+    );
+    assert_eq!(last["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+
+    // One long line that fails to parse near its end.
+    let long = format!("{{ profiles {{ {} }}", "totalCount ".repeat(50_000));
+    let response = post(&app, GRJ, json!({ "query": long })).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let text = response.text().await.unwrap();
+    assert!(text.len() < 4_000, "{} bytes", text.len());
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(first_code(&body), "GRAPHQL_PARSE_FAILED");
+    app.finish().await;
+}
+
 /// With the resolver cache off every answer is built anew, its fields
 /// finishing in whatever order they do: the bytes, and so the ETag, must
 /// not depend on it.
