@@ -10,7 +10,8 @@ pub mod profile;
 pub mod schema;
 pub mod shape;
 
-use async_graphql::Context;
+use async_graphql::parser::types::{ExecutableDocument, OperationDefinition};
+use async_graphql::{Context, Name, Positioned};
 
 use crate::cache::Cache;
 use crate::config::ApiConfig;
@@ -58,4 +59,20 @@ pub fn parse_list<T>(
         .iter()
         .map(|v| parse(v))
         .collect()
+}
+
+/// The operation of `doc` a request runs: the one it names, or the only one
+/// when it names none; `None` when there is no such operation.
+pub fn operation<'a>(
+    doc: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<(Option<&'a Name>, &'a Positioned<OperationDefinition>)> {
+    let mut operations = doc.operations.iter();
+    match name {
+        Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
+        None => {
+            let only = operations.next()?;
+            operations.next().is_none().then_some(only)
+        }
+    }
 }

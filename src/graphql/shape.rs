@@ -116,17 +116,7 @@ impl Shape {
     /// applies to the object it is spread in. A fragment spread inside
     /// itself, which the limits refuse before this runs, is walked once.
     pub fn of(doc: &ExecutableDocument, name: Option<&str>, types: &FieldTypes) -> Option<Self> {
-        let mut operations = doc.operations.iter();
-        let (_, operation) = match name {
-            Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name))?,
-            None => {
-                let only = operations.next()?;
-                if operations.next().is_some() {
-                    return None;
-                }
-                only
-            }
-        };
+        let (_, operation) = super::operation(doc, name)?;
         let root = match operation.node.ty {
             OperationType::Query => Some(types.query.as_str()),
             OperationType::Mutation => types.mutation.as_deref(),

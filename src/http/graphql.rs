@@ -268,19 +268,7 @@ fn select_operation(
     doc: &ExecutableDocument,
     name: Option<&str>,
 ) -> Option<(Option<String>, OperationType)> {
-    let mut operations = doc.operations.iter();
-    match name {
-        Some(name) => operations
-            .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
-            .map(|(_, op)| (Some(name.to_owned()), op.node.ty)),
-        None => {
-            let (n, op) = operations.next()?;
-            if operations.next().is_some() {
-                return None;
-            }
-            Some((n.map(|n| n.to_string()), op.node.ty))
-        }
-    }
+    crate::graphql::operation(doc, name).map(|(n, op)| (n.map(|n| n.to_string()), op.node.ty))
 }
 
 /// A request error answered as a GraphQL response, for a batch item.
