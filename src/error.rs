@@ -77,6 +77,11 @@ impl AppError {
         Self::NotFound(format!("{what} {id:?} does not exist"))
     }
 
+    /// A request body over `--max-body-bytes` (`limit`).
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::PayloadTooLarge(format!("the request body exceeds {limit} bytes"))
+    }
+
     /// The GraphQL `extensions.code` of this error.
     pub fn code(&self) -> &'static str {
         match self {

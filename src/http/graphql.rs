@@ -157,10 +157,7 @@ fn parse_body(
     }
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::PayloadTooLarge(format!(
-                "the request body exceeds {} bytes",
-                state.http().max_body_bytes
-            ))
+            AppError::body_too_large(state.http().max_body_bytes)
         } else {
             AppError::BadRequest(rejection.body_text())
         }

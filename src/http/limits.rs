@@ -4,15 +4,21 @@
 //! and then wait out the pool's acquire timeout anyway, while a quick 503
 //! tells a client (or a load balancer) to come back or try another replica.
 //!
+//! A request's body is read before it takes a slot: a client that sends its
+//! body slowly, on purpose or not, holds its own connection until the
+//! request timeout, not one of the slots every other client needs.
+//!
 //! The same layer fails requests fast while the database is known to be
 //! unreachable (see [`crate::availability`]), instead of letting each one
 //! wait for a connection that cannot come.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use http_body_util::LengthLimitError;
 use tokio::sync::Semaphore;
 
 use crate::error::AppError;
@@ -47,6 +53,10 @@ impl Capacity {
 /// Middleware: runs the request if there is room and the database can be
 /// reached, else refuses it with 503 and `Retry-After`.
 pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let request = match read_body(request, state.http().max_body_bytes).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
     // Held until the handler has produced its response.
     let permit = match &state.capacity().permits {
         None => None,
@@ -66,4 +76,25 @@ pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -
     let response = next.run(request).await;
     drop(permit);
     response
+}
+
+/// The request with its whole body in memory, or the refusal of a body over
+/// `limit` bytes (413) or one that could not be read (400).
+async fn read_body(request: Request, limit: usize) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(error) => {
+            let error = if error.into_inner().is::<LengthLimitError>() {
+                AppError::body_too_large(limit)
+            } else {
+                AppError::BadRequest("the request body could not be read".into())
+            };
+            Err(crate::http::refusal(
+                parts.uri.path(),
+                &parts.headers,
+                error,
+            ))
+        }
+    }
 }

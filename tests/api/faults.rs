@@ -263,6 +263,59 @@ async fn overload_is_shed_with_503_and_retry_after() {
     app.finish().await;
 }
 
+/// A request whose body is still arriving holds no slot: clients that send
+/// their bodies slowly cannot take the server from everyone else, and their
+/// requests are answered once the bodies are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_hold_no_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_serving(
+        Backend::Sqlite,
+        ServeConfig {
+            security: SecurityConfig {
+                max_concurrent_requests: 2,
+                ..security()
+            },
+            ..serve_config()
+        },
+    )
+    .await
+    .unwrap();
+    let body = json!({ "query": "{ profiles { totalCount } }" }).to_string();
+    let (head, tail) = body.split_at(10);
+    // More slow senders than slots, each stopped halfway through its body.
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let request = format!(
+            "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+            app.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // Give the server time to take their headers and start on the bodies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.state().capacity().running(), Some(0));
+
+    let data = app.data("{ profiles { totalCount } }", json!({})).await;
+    assert_eq!(data["profiles"]["totalCount"], 0);
+
+    for mut stream in slow {
+        stream.write_all(tail.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        assert!(
+            answer.contains(r#"{"data":{"profiles":{"totalCount":0}}}"#),
+            "{answer}"
+        );
+    }
+    app.finish().await;
+}
+
 /// `PRAGMA integrity_check` on a fresh connection, and a count.
 async fn reopen_and_count(url: &str, table: &str) -> i64 {
     let db = Db::connect(&DbConfig::new(url)).await.expect("reopens");
