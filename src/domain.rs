@@ -8,7 +8,7 @@
 use std::fmt;
 
 use async_graphql::Enum;
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Utc};
 
 use crate::error::AppError;
 
@@ -191,10 +191,13 @@ pub fn parse_date(field: &str, value: NaiveDate) -> Result<NaiveDate, AppError> 
     Ok(value)
 }
 
-/// A time within [`YEARS`].
+/// A time within [`YEARS`], cut to whole microseconds: PostgreSQL keeps
+/// no finer, and a list cursor carries microseconds, so a finer time stored
+/// on SQLite would sort between the cursor and its own row (a page after it
+/// would start with that row again, forever).
 pub fn parse_time(field: &str, value: DateTime<Utc>) -> Result<DateTime<Utc>, AppError> {
     check_year(field, value.year(), &value)?;
-    Ok(value)
+    Ok(value.trunc_subsecs(6))
 }
 
 fn check_year(field: &str, year: i32, value: &dyn fmt::Display) -> Result<(), AppError> {

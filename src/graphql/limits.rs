@@ -11,8 +11,10 @@
 use std::collections::{HashMap, HashSet};
 
 use async_graphql::Positioned;
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Name, Request, Response, ServerError, Value};
+use async_graphql::parser::types::{
+    ExecutableDocument, OperationDefinition, Selection, SelectionSet,
+};
+use async_graphql::{Name, Request, Response, ServerError, Value, Variables};
 
 /// Code of a query that does not parse.
 pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
@@ -242,6 +244,19 @@ impl RequestLimits {
     /// fragment spreads anew (exponential in their nesting), then the root
     /// fields.
     pub fn check(&self, request: &mut Request) -> Result<(), ServerError> {
+        // Out of the request while its document is borrowed from it.
+        let variables = std::mem::take(&mut request.variables);
+        let checked = self.check_document(request, &variables);
+        request.variables = variables;
+        checked
+    }
+
+    fn check_document(
+        &self,
+        request: &mut Request,
+        variables: &Variables,
+    ) -> Result<(), ServerError> {
+        let name = request.operation_name.clone();
         let doc = request
             .parsed_query()
             .map_err(|e| with_code(e, PARSE_FAILED))?;
@@ -305,8 +320,45 @@ impl RequestLimits {
                 ));
             }
         }
+        if let Some((_, operation)) = super::operation(doc, name.as_deref()) {
+            missing_variables(operation, variables)?;
+        }
         Ok(())
     }
+}
+
+/// Refuses a request that leaves out a variable of a non-null type without
+/// a default, or gives it `null`: the GraphQL spec makes that a request
+/// error, so nothing runs. async-graphql would instead run the operation and
+/// fail only the fields that read the variable, after the mutations before
+/// them had been made.
+fn missing_variables(
+    operation: &Positioned<OperationDefinition>,
+    variables: &Variables,
+) -> Result<(), ServerError> {
+    for definition in &operation.node.variable_definitions {
+        let definition = &definition.node;
+        if definition.var_type.node.nullable || definition.default_value.is_some() {
+            continue;
+        }
+        let name = &definition.name.node;
+        let given = match variables.get(name) {
+            None => "was not provided",
+            Some(Value::Null) => "must not be null",
+            Some(_) => continue,
+        };
+        return Err(with_code(
+            ServerError::new(
+                format!(
+                    "Variable \"${name}\" of required type \"{}\" {given}.",
+                    definition.var_type.node
+                ),
+                Some(definition.name.pos),
+            ),
+            VALIDATION_FAILED,
+        ));
+    }
+    Ok(())
 }
 
 /// Most errors without a path listed in one response: a document can be

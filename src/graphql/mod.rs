@@ -11,11 +11,12 @@ pub mod schema;
 pub mod shape;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition};
-use async_graphql::{Context, Name, Positioned};
+use async_graphql::{Context, InputType, Name, Positioned};
 
 use crate::cache::Cache;
 use crate::config::ApiConfig;
 use crate::db::Db;
+use crate::error::{AppError, AppResult};
 use crate::store::page::PageRequest;
 
 /// Schema-wide data every resolver can reach.
@@ -48,17 +49,59 @@ impl ApiContext {
     }
 }
 
-/// Validates each element of an optional list with `parse`, naming the
-/// argument in errors.
+/// Most values a list of a filter may hold (`profileIds` excepted). Each
+/// value becomes a bound variable or a term of an `OR` in SQL: SQLite refuses
+/// a statement of more than 32,766 variables or an expression deeper than
+/// 1,000 terms, and 15,000 NTEE codes once overflowed a worker's stack.
+pub const MAX_FILTER_VALUES: usize = 100;
+
+/// The values of an optional filter list named `field`, refused past `max`.
+pub fn filter_values<T>(field: &str, values: Option<Vec<T>>, max: usize) -> AppResult<Vec<T>> {
+    let values = values.unwrap_or_default();
+    if values.len() > max {
+        return Err(AppError::bad_input(format!(
+            "{field} holds {} values; at most {max} are accepted",
+            values.len()
+        )));
+    }
+    Ok(values)
+}
+
+/// Validates each element of an optional filter list named `field` with
+/// `parse`, after [`filter_values`].
 pub fn parse_list<T>(
+    field: &str,
     values: Option<Vec<String>>,
-    parse: impl Fn(&str) -> Result<T, crate::error::AppError>,
-) -> Result<Vec<T>, crate::error::AppError> {
-    values
-        .unwrap_or_default()
+    parse: impl Fn(&str) -> AppResult<T>,
+) -> AppResult<Vec<T>> {
+    filter_values(field, values, MAX_FILTER_VALUES)?
         .iter()
         .map(|v| parse(v))
         .collect()
+}
+
+/// The sort keys of a list, each field at most once (a repeated field sorts
+/// nothing further, and thousands of them made statements SQLite refuses),
+/// or `default` when none is given.
+pub fn sort_keys<F: Copy + PartialEq + InputType, O>(
+    order: Option<Vec<O>>,
+    key: impl Fn(O) -> (F, bool),
+    default: (F, bool),
+) -> AppResult<Vec<(F, bool)>> {
+    let mut keys: Vec<(F, bool)> = Vec::new();
+    for (field, descending) in order.into_iter().flatten().map(key) {
+        if keys.iter().any(|(f, _)| *f == field) {
+            return Err(AppError::bad_input(format!(
+                "orderBy lists {} more than once",
+                field.to_value()
+            )));
+        }
+        keys.push((field, descending));
+    }
+    if keys.is_empty() {
+        keys.push(default);
+    }
+    Ok(keys)
 }
 
 /// The operation of `doc` a request runs: the one it names, or the only one

@@ -13,7 +13,7 @@ use super::loaders::{CountKey, Loaders};
 use super::profile::{
     Profile, apply, apply_required, optional, parse_batch, parse_search, stored_enum,
 };
-use super::{ApiContext, limits};
+use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -174,6 +174,10 @@ pub struct OpportunityFilterInput {
     search: Option<String>,
 }
 
+/// Most profiles one opportunity filter may name: as many as a page of
+/// profiles can hold, each a bound variable.
+const MAX_PROFILE_IDS: usize = 1000;
+
 /// Longest deadline window accepted, in days.
 const MAX_WINDOW_DAYS: i32 = 3650;
 
@@ -202,15 +206,13 @@ impl OpportunityFilterInput {
             to = Some(to.map_or(end, |t| t.min(end)));
         }
         let filter = OpportunityFilter {
-            profile_ids: input
-                .profile_ids
-                .unwrap_or_default()
+            profile_ids: filter_values("profileIds", input.profile_ids, MAX_PROFILE_IDS)?
                 .into_iter()
                 .map(|id| id.0)
                 .collect(),
-            stages: input.stages.unwrap_or_default(),
-            priorities: input.priority_levels.unwrap_or_default(),
-            sources: input.sources.unwrap_or_default(),
+            stages: filter_values("stages", input.stages, MAX_FILTER_VALUES)?,
+            priorities: filter_values("priorityLevels", input.priority_levels, MAX_FILTER_VALUES)?,
+            sources: filter_values("sources", input.sources, MAX_FILTER_VALUES)?,
             score_min: unit("scoreMin", input.score_min)?,
             score_max: unit("scoreMax", input.score_max)?,
             close_date_from: from,
@@ -253,19 +255,17 @@ pub struct OpportunityOrder {
 }
 
 impl OpportunityOrder {
-    pub fn parse(order: Option<Vec<Self>>) -> Vec<(OpportunityOrderField, bool)> {
-        match order {
-            Some(order) if !order.is_empty() => order
-                .into_iter()
-                .map(|o| {
-                    (
-                        o.field,
-                        OrderDirection::is_desc(o.direction, o.field.descending_by_default()),
-                    )
-                })
-                .collect(),
-            _ => vec![(OpportunityOrderField::OverallScore, true)],
-        }
+    pub fn parse(order: Option<Vec<Self>>) -> AppResult<Vec<(OpportunityOrderField, bool)>> {
+        super::sort_keys(
+            order,
+            |o| {
+                (
+                    o.field,
+                    OrderDirection::is_desc(o.direction, o.field.descending_by_default()),
+                )
+            },
+            (OpportunityOrderField::OverallScore, true),
+        )
     }
 }
 
@@ -432,7 +432,7 @@ impl OpportunityQuery {
     ) -> Result<OpportunityConnection> {
         let api = ApiContext::of(ctx);
         let filter = OpportunityFilterInput::parse(filter).gql()?;
-        let order = OpportunityOrder::parse(order_by);
+        let order = OpportunityOrder::parse(order_by).gql()?;
         let request = api.page(first, after, last, before).gql()?;
         let keys = opportunities::sort_keys(&order);
         let fetched: Fetched<opportunity::Model> = api

@@ -15,7 +15,7 @@ use super::loaders::{CountKey, Hashed, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{
     OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
 };
-use super::{ApiContext, limits, parse_list};
+use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, parse_list};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -203,7 +203,7 @@ fn nested_page_args(
     field: SelectionField<'_>,
 ) -> AppResult<Arc<Hashed<NestedPageArgs>>> {
     let filter = OpportunityFilterInput::parse(filter)?;
-    let order = OpportunityOrder::parse(order_by);
+    let order = OpportunityOrder::parse(order_by)?;
     let page = PageRequest::new(
         first,
         after,
@@ -248,27 +248,39 @@ async fn prefetch_nested(ctx: &Context<'_>, loaders: &Loaders, ids: &[String]) -
     let mut count_keys = Vec::new();
     let mut page_keys = Vec::new();
     for node in [look.field("nodes"), look.field("edges").field("node")] {
+        // A field whose arguments are refused is not prefetched: its own
+        // resolver reports the error, at its own path.
         for field in node.field("opportunitiesCount").selection_fields() {
-            let args = field.arguments()?;
-            let filter = Arc::new(Hashed::new(
-                OpportunityFilterInput::parse(argument(&args, "filter").gql()?).gql()?,
-            ));
+            let Ok(filter) = field
+                .arguments()
+                .map_err(|e| AppError::bad_input(e.message))
+                .and_then(|args| OpportunityFilterInput::parse(argument(&args, "filter")?))
+            else {
+                continue;
+            };
+            let filter = Arc::new(Hashed::new(filter));
             count_keys.extend(ids.iter().map(|id| CountKey {
                 profile_id: id.clone(),
                 filter: filter.clone(),
             }));
         }
         for field in node.field("opportunities").selection_fields() {
-            let args = field.arguments()?;
-            let page = nested_page_args(
-                api,
-                argument(&args, "filter").gql()?,
-                argument(&args, "orderBy").gql()?,
-                argument(&args, "first").gql()?,
-                argument(&args, "after").gql()?,
-                field,
-            )
-            .gql()?;
+            let Ok(page) = field
+                .arguments()
+                .map_err(|e| AppError::bad_input(e.message))
+                .and_then(|args| {
+                    nested_page_args(
+                        api,
+                        argument(&args, "filter")?,
+                        argument(&args, "orderBy")?,
+                        argument(&args, "first")?,
+                        argument(&args, "after")?,
+                        field,
+                    )
+                })
+            else {
+                continue;
+            };
             if Lookahead::from(field).field("totalCount").exists() {
                 let filter = Arc::new(Hashed::new(page.filter.clone()));
                 count_keys.extend(ids.iter().map(|id| CountKey {
@@ -354,16 +366,24 @@ impl ProfileFilterInput {
             return Err(AppError::bad_input("revenueMin must not exceed revenueMax"));
         }
         Ok(ProfileFilter {
-            statuses: input.statuses.unwrap_or_default(),
+            statuses: filter_values("statuses", input.statuses, MAX_FILTER_VALUES)?,
             include_archived: input.include_archived.unwrap_or(false),
-            organization_types: input.organization_types.unwrap_or_default(),
-            states: parse_list(input.states, |s| {
+            organization_types: filter_values(
+                "organizationTypes",
+                input.organization_types,
+                MAX_FILTER_VALUES,
+            )?,
+            states: parse_list("states", input.states, |s| {
                 StateCode::parse(s).map(StateCode::into_inner)
             })?,
-            ntee_codes: parse_list(input.ntee_codes, |s| {
+            ntee_codes: parse_list("nteeCodes", input.ntee_codes, |s| {
                 NteeCode::parse(s).map(NteeCode::into_inner)
             })?,
-            ntee_major_groups: parse_list(input.ntee_major_groups, parse_ntee_major_group)?,
+            ntee_major_groups: parse_list(
+                "nteeMajorGroups",
+                input.ntee_major_groups,
+                parse_ntee_major_group,
+            )?,
             revenue_min,
             revenue_max,
             search: parse_search(input.search)?,
@@ -396,19 +416,17 @@ pub struct ProfileOrder {
 }
 
 impl ProfileOrder {
-    fn parse(order: Option<Vec<Self>>) -> Vec<(ProfileOrderField, bool)> {
-        match order {
-            Some(order) if !order.is_empty() => order
-                .into_iter()
-                .map(|o| {
-                    (
-                        o.field,
-                        OrderDirection::is_desc(o.direction, o.field.descending_by_default()),
-                    )
-                })
-                .collect(),
-            _ => vec![(ProfileOrderField::UpdatedAt, true)],
-        }
+    fn parse(order: Option<Vec<Self>>) -> AppResult<Vec<(ProfileOrderField, bool)>> {
+        super::sort_keys(
+            order,
+            |o| {
+                (
+                    o.field,
+                    OrderDirection::is_desc(o.direction, o.field.descending_by_default()),
+                )
+            },
+            (ProfileOrderField::UpdatedAt, true),
+        )
     }
 }
 
@@ -510,7 +528,7 @@ impl ProfileQuery {
     ) -> Result<ProfileConnection> {
         let api = ApiContext::of(ctx);
         let filter = ProfileFilterInput::parse(filter).gql()?;
-        let order = ProfileOrder::parse(order_by);
+        let order = ProfileOrder::parse(order_by).gql()?;
         let request = api.page(first, after, last, before).gql()?;
         let keys = profiles::sort_keys(&order);
         let by_count = order

@@ -225,7 +225,20 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         Case::post("unknown operation name", json!({ "query": "query A { __typename }", "operationName": "B" })).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("a subscription", "subscription { __typename }").expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::with_vars("variable of the wrong type", "query($n: Int) { profiles(first: $n) { totalCount } }", json!({ "n": "ten" })).expect(400, "GRAPHQL_VALIDATION_FAILED"),
-        Case::query("missing required variable", "query($id: ID!) { profile(id: $id) { id } }").expect(200, "BAD_USER_INPUT"),
+        // A required variable left out or null is a request error: nothing runs.
+        Case::query("missing required variable", "query($id: ID!) { profile(id: $id) { id } }").expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        Case::post("required variable null", json!({ "query": "query($id: ID!) { profile(id: $id) { id } }", "variables": { "id": null } })).expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        Case::query("mutations beside a missing required variable", "mutation($i: CreateProfileInput!) { createProfile(input: $i) { id } a: createProfile(input: { name: \"Runs anyway\", organizationType: NONPROFIT }) { id } }").key(EDITOR_KEY).expect(400, "GRAPHQL_VALIDATION_FAILED"),
+        // Filter lists and sort keys are bounded: each value is an SQL
+        // variable or term, and 15,000 NTEE codes once overflowed a stack.
+        Case::with_vars("15,000 NTEE codes", "query($c: [String!]) { profiles(filter: { nteeCodes: $c }) { totalCount } }", json!({ "c": vec!["B20"; 15_000] })).expect(200, "BAD_USER_INPUT"),
+        Case::with_vars("15,000 NTEE major groups", "query($c: [String!]) { profiles(filter: { nteeMajorGroups: $c }) { totalCount } }", json!({ "c": vec!["B"; 15_000] })).expect(200, "BAD_USER_INPUT"),
+        Case::with_vars("33,000 states", "query($s: [String!]) { profiles(filter: { states: $s }) { totalCount } }", json!({ "s": vec!["CA"; 33_000] })).expect(200, "BAD_USER_INPUT"),
+        Case::with_vars("33,000 stages", "query($s: [Stage!]) { opportunities(filter: { stages: $s }) { totalCount } }", json!({ "s": vec!["TARGETS"; 33_000] })).expect(200, "BAD_USER_INPUT"),
+        Case::with_vars("33,000 profile ids", "query($p: [ID!]) { opportunities(filter: { profileIds: $p }) { totalCount } }", json!({ "p": vec!["profile_000000000000"; 33_000] })).expect(200, "BAD_USER_INPUT"),
+        Case::query("a sort key twice", profiles_with("orderBy: [{ field: NAME }, { field: NAME, direction: DESC }]")).expect(200, "BAD_USER_INPUT"),
+        Case::with_vars("5,000 sort keys after a cursor", "query($o: [ProfileOrder!], $a: String) { profiles(first: 2, orderBy: $o, after: $a) { totalCount } }", json!({ "o": vec![json!({ "field": "NAME" }); 5_000], "a": cursor(&format!("{{\"v\": [{}]}}", vec!["\"a\""; 5_001].join(","))) })).expect(200, "BAD_USER_INPUT"),
+        Case::with_vars("2,000 nested sort keys", "query($o: [OpportunityOrder!]) { profiles(first: 1) { nodes { opportunities(orderBy: $o) { totalCount } } } }", json!({ "o": vec![json!({ "field": "OVERALL_SCORE" }); 2_000] })).expect(200, "BAD_USER_INPUT"),
         // Arguments out of range.
         Case::query("huge first", profiles_with("first: 1000000")).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("first past the page size", profiles_with("first: 501")).expect(200, "BAD_USER_INPUT"),

@@ -56,7 +56,9 @@ async fn walk_forward(
         if !conn["pageInfo"]["hasNextPage"].as_bool().unwrap() {
             return rows;
         }
-        after = conn["pageInfo"]["endCursor"].clone();
+        let next = conn["pageInfo"]["endCursor"].clone();
+        assert_ne!(next, after, "the cursor does not move: {rows:?}");
+        after = next;
     }
 }
 
@@ -92,7 +94,9 @@ async fn walk_backward(
         if !conn["pageInfo"]["hasPreviousPage"].as_bool().unwrap() {
             return rows;
         }
-        before = conn["pageInfo"]["startCursor"].clone();
+        let next = conn["pageInfo"]["startCursor"].clone();
+        assert_ne!(next, before, "the cursor does not move: {rows:?}");
+        before = next;
     }
 }
 
@@ -1043,4 +1047,162 @@ async fn opportunity_edge_cursors_resume_after_their_row(app: &TestApp) {
 on_both!(
     opportunity_edge_cursors_resume_after_their_row_,
     opportunity_edge_cursors_resume_after_their_row
+);
+
+/// Times finer than a microsecond are stored cut to the microsecond, which
+/// is what cursors carry: paging by discovery date visits each row once, in
+/// both directions, root and nested (it looped on the first row when SQLite
+/// kept nanoseconds).
+async fn sub_microsecond_times_page_once(app: &TestApp) {
+    let profile = create_profile(
+        app,
+        json!({ "name": "Nanos", "organizationType": "NONPROFIT" }),
+    )
+    .await;
+    let mut created = Vec::new();
+    for (name, at) in [
+        ("A", "2020-01-01T00:00:00.000000100Z"),
+        ("B", "2020-01-01T00:00:00.000000900Z"),
+        ("C", "2020-01-01T00:00:00.000000500Z"),
+        ("D", "2020-01-01T00:00:00.000001999Z"),
+    ] {
+        let input = json!({ "profileId": profile, "organizationName": name, "discoveryDate": at });
+        created.push(create_opportunity(app, input).await);
+    }
+    let filter = json!({ "profileIds": [profile] });
+    for direction in ["ASC", "DESC"] {
+        let order = json!([{ "field": "DISCOVERY_DATE", "direction": direction }]);
+        let forward = walk_forward(
+            app,
+            OPPORTUNITY_PAGE,
+            "opportunities",
+            filter.clone(),
+            order.clone(),
+            1,
+        )
+        .await;
+        let backward = walk_backward(
+            app,
+            OPPORTUNITY_PAGE,
+            "opportunities",
+            filter.clone(),
+            order.clone(),
+            1,
+        )
+        .await;
+        assert_eq!(forward.len(), 4, "{forward:?}");
+        assert_eq!(ids(&forward), ids(&backward));
+        let seen: HashSet<String> = ids(&forward).into_iter().collect();
+        assert_eq!(seen, created.iter().cloned().collect::<HashSet<_>>());
+        let times: Vec<&str> = forward
+            .iter()
+            .map(|r| r["discoveryDate"].as_str().unwrap())
+            .collect();
+        assert!(
+            times
+                .iter()
+                .all(|t| !t.contains(".000000100") && !t.contains("999")),
+            "{times:?}"
+        );
+
+        let mut nested = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = app
+                .data(
+                    "query($id: ID!, $o: [OpportunityOrder!], $after: String) { profile(id: $id) { opportunities(first: 1, orderBy: $o, after: $after) { pageInfo { hasNextPage endCursor } nodes { id } } } }",
+                    json!({ "id": profile, "o": order, "after": after }),
+                )
+                .await;
+            let conn = &data["profile"]["opportunities"];
+            nested.extend(conn["nodes"].as_array().unwrap().iter().cloned());
+            assert!(nested.len() <= 4, "paged past the rows: {nested:?}");
+            if !conn["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+                break;
+            }
+            after = conn["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(ids(&nested), ids(&forward));
+    }
+}
+on_both!(
+    sub_microsecond_times_page_once_,
+    sub_microsecond_times_page_once
+);
+
+/// A float variable is stored and answered as the double it names: the
+/// nearest one, not one a unit in the last place away.
+async fn float_variables_round_trip(app: &TestApp) {
+    let profile = create_profile(
+        app,
+        json!({ "name": "Floats", "organizationType": "NONPROFIT" }),
+    )
+    .await;
+    for score in [
+        0.9999999999999999_f64,
+        0.12345678901234566,
+        5e-324,
+        0.30000000000000004,
+    ] {
+        let body = format!(
+            r#"{{"query": "mutation($i: CreateOpportunityInput!) {{ createOpportunity(input: $i) {{ id overallScore confidenceLevel }} }}", "variables": {{"i": {{"profileId": "{profile}", "organizationName": "F", "overallScore": {score:?}, "confidenceLevel": {score:?}}}}}}}"#
+        );
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .bearer_auth(crate::helpers::EDITOR_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let answer: Value = response.json().await.unwrap();
+        let created = &answer["data"]["createOpportunity"];
+        assert_eq!(created["overallScore"].as_f64(), Some(score), "{answer}");
+        assert_eq!(created["confidenceLevel"].as_f64(), Some(score), "{answer}");
+        let id = created["id"].as_str().unwrap();
+        let stored = app
+            .data(
+                "query($id: ID!) { opportunity(id: $id) { overallScore } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(stored["opportunity"]["overallScore"].as_f64(), Some(score));
+    }
+}
+on_both!(float_variables_round_trip_, float_variables_round_trip);
+
+/// An argument refused under a page of profiles is reported at the field
+/// that has it, for each profile, as under a single profile.
+async fn nested_argument_errors_carry_their_own_path(app: &TestApp) {
+    seed(app, 2, 1).await;
+    for (field, selection) in [
+        ("opportunities", "opportunities(first: 501) { totalCount }"),
+        (
+            "opportunitiesCount",
+            "opportunitiesCount(filter: { scoreMin: 3 })",
+        ),
+    ] {
+        let body = app
+            .gql(
+                &format!("{{ profiles(first: 2) {{ nodes {{ id {selection} }} }} }}"),
+                Value::Null,
+            )
+            .await;
+        // One error or one per profile: a list may stop at its first.
+        let errors = body["errors"].as_array().expect("errors");
+        assert!(!errors.is_empty(), "{body:#}");
+        for error in errors {
+            assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body:#}");
+            let path = error["path"].as_array().expect("a path");
+            assert_eq!(path.len(), 4, "{body:#}");
+            assert_eq!(path[..2], [json!("profiles"), json!("nodes")], "{body:#}");
+            assert!(path[2].is_u64(), "{body:#}");
+            assert_eq!(path[3], field, "{body:#}");
+        }
+    }
+}
+on_both!(
+    nested_argument_errors_carry_their_own_path_,
+    nested_argument_errors_carry_their_own_path
 );
