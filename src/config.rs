@@ -48,14 +48,15 @@ pub struct DbConfig {
     pub database_url: String,
     /// Connections for reads. Default: 8 on SQLite (WAL readers never block each
     /// other), 10 on PostgreSQL (keep replicas x this under `max_connections`).
-    #[arg(long, env = "CATALYNX_DB_MAX_CONNECTIONS", global = true)]
+    #[arg(long, env = "CATALYNX_DB_MAX_CONNECTIONS", global = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: Option<u32>,
     /// Seconds to wait for a pooled connection before failing the request.
     #[arg(
         long,
         env = "CATALYNX_DB_ACQUIRE_TIMEOUT",
         default_value_t = 5,
-        global = true
+        global = true,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub db_acquire_timeout: u64,
     /// SQLite: milliseconds a writer waits for the lock before `database is locked`.
@@ -405,6 +406,8 @@ mod tests {
             "--max-complexity",
             "--max-root-fields",
             "--request-timeout-secs",
+            "--db-max-connections",
+            "--db-acquire-timeout",
         ] {
             let refused = Cli::try_parse_from(["catalynx", "serve", flag, "0"])
                 .err()

@@ -331,7 +331,15 @@ fn sqlite_mmap_bytes(config: &DbConfig, path: &std::path::Path) -> u64 {
 fn sqlite_options(config: &DbConfig, mode: OpenMode) -> anyhow::Result<SqliteConnectOptions> {
     let url = config.database_url.as_str();
     let options = SqliteConnectOptions::from_str(url)
-        .with_context(|| format!("DATABASE_URL / --database-url: invalid SQLite URL {url:?}"))?
+        .with_context(|| format!("DATABASE_URL / --database-url: invalid SQLite URL {url:?}"))?;
+    // SQLite gives each connection a temporary database of its own for an
+    // empty name: the pool's connections would not share their tables.
+    if options.get_filename().as_os_str().is_empty() {
+        bail!(
+            "DATABASE_URL / --database-url: {url:?} names no file; use sqlite://PATH, e.g. sqlite://catalynx.db"
+        );
+    }
+    let options = options
         .foreign_keys(true)
         .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms))
         .pragma("cache_size", format!("-{}", sqlite_cache_kib(config)))
@@ -393,23 +401,51 @@ async fn connect_postgres(config: &DbConfig) -> anyhow::Result<DatabaseConnectio
     Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password, for messages: the one after the user name
+/// and any `password` or `sslpassword` parameter.
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme + 3], &base[at..]),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if matches!(key, "password" | "sslpassword") => {
+                    format!("{key}=***")
+                }
+                _ => param.to_owned(),
+            })
+            .collect();
+        redacted = format!("{redacted}?{}", params.join("&"));
     }
+    redacted
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{Db, redact};
+    use crate::config::DbConfig;
+
+    #[tokio::test]
+    async fn sqlite_urls_without_a_file_are_refused() {
+        for url in ["sqlite://", "sqlite:"] {
+            let refused = Db::connect(&DbConfig::new(url)).await.err();
+            let message = refused.map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains("names no file"), "{url}: {message:?}");
+        }
+    }
 
     #[test]
     fn redact_hides_only_the_password() {
@@ -419,5 +455,13 @@ mod tests {
         );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=require&password=p@ss&sslpassword=k"),
+            "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact("postgres://u:pw@h/db?application_name=a"),
+            "postgres://u:***@h/db?application_name=a"
+        );
     }
 }
