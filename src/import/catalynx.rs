@@ -17,14 +17,13 @@
 //! first).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, Utc};
 use entity::{StringList, opportunity, profile};
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressBarIter};
 use sea_orm::sea_query::Expr;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sea_orm::sqlx::{self, Row, TypeInfo, ValueRef};
@@ -33,7 +32,7 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
-use super::{Counts, ImportReport, Position, Unit, progress_bar};
+use super::{Counts, ImportReport, Input, Peeked, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{
@@ -123,13 +122,13 @@ fn counts(report: &mut ImportReport, table: Table) -> &mut Counts {
 enum Source {
     Database(Database),
     Jsonl {
-        input: BufReader<indicatif::ProgressBarIter<File>>,
+        input: BufReader<ProgressBarIter<Peeked>>,
         bar: ProgressBar,
         line: u64,
         buffer: Vec<u8>,
     },
     Csv {
-        reader: csv::Reader<indicatif::ProgressBarIter<File>>,
+        reader: csv::Reader<ProgressBarIter<Peeked>>,
         bar: ProgressBar,
         header: Vec<String>,
         record: csv::ByteRecord,
@@ -139,20 +138,23 @@ enum Source {
 impl Source {
     async fn open(path: &Path, quiet: bool) -> anyhow::Result<Self> {
         let name = path.display();
-        let mut start = Vec::new();
-        File::open(path)
-            .with_context(|| format!("{name}: cannot open"))?
-            .take(SQLITE_MAGIC.len() as u64)
-            .read_to_end(&mut start)
-            .with_context(|| format!("{name}: cannot read"))?;
-        if start.starts_with(SQLITE_MAGIC) {
+        // Opened once: a pipe would lose the bytes read to recognise it.
+        let Input {
+            head,
+            reader,
+            len,
+            is_file,
+        } = Input::open(path, SQLITE_MAGIC.len())?;
+        if head.starts_with(SQLITE_MAGIC) {
+            if !is_file {
+                bail!("{name}: a SQLite database must be a file, not a pipe or device");
+            }
+            drop(reader);
             return Ok(Self::Database(Database::open(path, quiet).await?));
         }
-        let file = File::open(path).with_context(|| format!("{name}: cannot open"))?;
-        let len = file.metadata().map_or(0, |m| m.len());
         let bar = progress_bar(len, Unit::Bytes, quiet)?;
-        let input = bar.wrap_read(file);
-        if start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let input = bar.wrap_read(reader);
+        if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
             return Ok(Self::Jsonl {
                 input: BufReader::new(input),
                 bar,

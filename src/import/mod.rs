@@ -14,8 +14,12 @@ pub mod bmf;
 pub mod catalynx;
 
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Chain, Cursor, Read};
+use std::path::Path;
 use std::time::Instant;
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What happened to the rows of one table.
@@ -177,4 +181,65 @@ fn progress_bar(len: u64, unit: Unit, quiet: bool) -> anyhow::Result<ProgressBar
     };
     Ok(ProgressBar::new(len)
         .with_style(ProgressStyle::with_template(template)?.progress_chars("=> ")))
+}
+
+/// An input read from its first byte: the bytes [`Input::open`] read
+/// first, then the rest of the file.
+pub(crate) type Peeked = Chain<Cursor<Vec<u8>>, File>;
+
+/// An input opened once, with its first bytes already read so that its
+/// format can be recognised. A pipe (`/dev/stdin`, a FIFO) can be read only
+/// once: opening it a second time after looking at its start would lose
+/// those bytes, so they are kept and read again in front of the rest.
+pub(crate) struct Input {
+    /// The first bytes: as many as asked for, fewer only when the input is shorter.
+    pub head: Vec<u8>,
+    /// The whole input from its first byte.
+    pub reader: Peeked,
+    /// The size of a regular file, for the progress bar; 0 for a pipe.
+    pub len: u64,
+    /// True for a regular file, which can be opened again by name.
+    pub is_file: bool,
+}
+
+impl Input {
+    pub fn open(path: &Path, head_bytes: usize) -> anyhow::Result<Self> {
+        let name = path.display();
+        let mut file = File::open(path).with_context(|| format!("{name}: cannot open"))?;
+        let metadata = file
+            .metadata()
+            .with_context(|| format!("{name}: cannot open"))?;
+        if metadata.is_dir() {
+            anyhow::bail!("{name}: is a directory");
+        }
+        let head =
+            read_head(&mut file, head_bytes).with_context(|| format!("{name}: cannot read"))?;
+        Ok(Self {
+            reader: Cursor::new(head.clone()).chain(file),
+            head,
+            len: if metadata.is_file() {
+                metadata.len()
+            } else {
+                0
+            },
+            is_file: metadata.is_file(),
+        })
+    }
+}
+
+/// Up to `want` bytes: a pipe may hand over fewer per read, so this reads
+/// until it has them all or the input ends.
+fn read_head(input: &mut impl Read, want: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0; want];
+    let mut filled = 0;
+    while filled < want {
+        match input.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(filled);
+    Ok(head)
 }

@@ -759,3 +759,135 @@ fn the_commands_import_export_and_import_again() {
         "error: missing.db: cannot open: No such file or directory (os error 2)"
     );
 }
+
+/// Runs the real binary in `dir` with `input` on its standard input (a
+/// pipe); returns (success, stdout, stderr).
+fn catalynx_piped(args: &[&str], dir: &Path, input: &[u8]) -> (bool, String, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("CATALYNX_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run catalynx");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // A thread writes, so that a child that answers early never blocks it.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The SQLite database at `dir/name`, migrated.
+async fn sqlite_at(dir: &Path, name: &str) -> Db {
+    let url = format!("sqlite://{}", dir.join(name).display());
+    let db = Db::connect(&catalynx::config::DbConfig::new(url))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    db
+}
+
+/// `catalynx export | catalynx import catalynx /dev/stdin`: the bytes read
+/// to recognise the format must not be lost on a pipe, which cannot be
+/// opened twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_piped_into_an_import_arrives_whole() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "seed",
+            "--profiles",
+            "30",
+            "--opportunities-per-profile",
+            "3",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    let source = digest(&sqlite_at(dir.path(), "source.db").await).await;
+
+    for format in ["jsonl", "csv"] {
+        let target = format!("sqlite://copy-{format}.db");
+        let mut export = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args(["--database-url", "sqlite://source.db", "export"])
+            .args(["--format", format])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args([
+                "--database-url",
+                &target,
+                "import",
+                "catalynx",
+                "/dev/stdin",
+            ])
+            .arg("--quiet")
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdin(Stdio::from(export.stdout.take().unwrap()))
+            .output()
+            .unwrap();
+        assert!(export.wait().unwrap().success());
+        let stdout = String::from_utf8_lossy(&import.stdout);
+        assert!(
+            import.status.success(),
+            "{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        assert!(
+            stdout.starts_with(
+                "profiles: 30 read, 30 inserted, 0 updated, 0 unchanged, 0 rejected\n"
+            ),
+            "{format}: {stdout}"
+        );
+        assert!(!stdout.contains("rejected rows"), "{format}: {stdout}");
+        let copy = sqlite_at(dir.path(), &format!("copy-{format}.db")).await;
+        assert_eq!(digest(&copy).await, source, "{format}: the copy differs");
+    }
+}
+
+/// `cat eo.csv | catalynx import bmf /dev/stdin`, plain and gzip.
+#[test]
+fn a_bmf_file_imports_from_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = gzip_copy(SAMPLE, dir.path());
+    let db = ["--database-url", "sqlite://bmf.db"];
+    let args = [&db[..], &["import", "bmf", "/dev/stdin", "--quiet"]].concat();
+
+    let (ok, stdout, stderr) = catalynx_piped(&args, dir.path(), &std::fs::read(SAMPLE).unwrap());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("profiles: 11 read, 7 inserted, 0 updated, 0 unchanged, 4 rejected\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/dev/stdin line 5: invalid EIN"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = catalynx_piped(&args, dir.path(), &std::fs::read(gz).unwrap());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("profiles: 11 read, 0 inserted, 0 updated, 7 unchanged, 4 rejected\n"),
+        "{stdout}"
+    );
+}
