@@ -85,6 +85,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(command) => {
+            let sources = match &command {
+                ImportCommand::Bmf(config) => config.files.clone(),
+                ImportCommand::Catalynx(config) => vec![config.path.clone()],
+            };
+            import::refuse_source_as_target(&cli.db.database_url, &sources)?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
             let report = match command {

@@ -16,7 +16,7 @@ pub mod catalynx;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Chain, Cursor, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -181,6 +181,44 @@ fn progress_bar(len: u64, unit: Unit, quiet: bool) -> anyhow::Result<ProgressBar
     };
     Ok(ProgressBar::new(len)
         .with_style(ProgressStyle::with_template(template)?.progress_chars("=> ")))
+}
+
+/// Refuses an import whose source is the SQLite file it would write to,
+/// before anything opens that file for writing: the target is migrated
+/// first, which would write this schema into the source and then fail to
+/// read it back.
+pub fn refuse_source_as_target(database_url: &str, sources: &[PathBuf]) -> anyhow::Result<()> {
+    let Some(target) = crate::db::sqlite_path(database_url) else {
+        return Ok(());
+    };
+    // A target that does not exist yet cannot be a source.
+    let Ok(target) = std::fs::canonicalize(&target) else {
+        return Ok(());
+    };
+    for source in sources {
+        if std::fs::canonicalize(source).is_ok_and(|s| s == target) || same_inode(source, &target) {
+            anyhow::bail!(
+                "{}: this is the database being imported into; give a different --database-url",
+                source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Two names of one file (a hard link) have different canonical paths.
+#[cfg(unix)]
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &Path, _: &Path) -> bool {
+    false
 }
 
 /// An input read from its first byte: the bytes [`Input::open`] read

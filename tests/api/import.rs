@@ -891,3 +891,106 @@ fn a_bmf_file_imports_from_a_pipe() {
         "{stdout}"
     );
 }
+
+/// `catalynx import catalynx catalynx.db` in the original platform's
+/// directory, where the default --database-url names the same file: the
+/// import would first migrate its own source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_from_the_target_database_itself_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("catalynx.db");
+    old_catalynx_db(&original, OLD_ROWS).await;
+    let bytes = std::fs::read(&original).unwrap();
+    let absolute = original.display().to_string();
+
+    for args in [
+        &["import", "catalynx", "catalynx.db"][..],
+        &[
+            "--database-url",
+            "sqlite://./catalynx.db",
+            "import",
+            "catalynx",
+            &absolute,
+        ],
+        &["import", "bmf", "catalynx.db"],
+    ] {
+        let (ok, stdout, stderr) = catalynx_cli(args, dir.path());
+
+        assert!(!ok, "{args:?}: {stdout}");
+        let source = args.last().unwrap();
+        assert_eq!(
+            stderr.trim(),
+            format!(
+                "error: {source}: this is the database being imported into; give a different --database-url"
+            ),
+            "{args:?}"
+        );
+        assert!(
+            std::fs::read(&original).unwrap() == bytes,
+            "{args:?}: the file changed"
+        );
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "no WAL or other file beside it: {files:?}");
+}
+
+/// A database this server did not create (the original platform's) is
+/// refused by every command that would migrate it, and left byte for byte
+/// as it was: migrating it would take its tables as this schema's and leave
+/// a file whose every read fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_original_platform_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original.db");
+    old_catalynx_db(&original, OLD_ROWS).await;
+    let bytes = std::fs::read(&original).unwrap();
+    let url = ["--database-url", "sqlite://original.db"];
+    let want = "error: DATABASE_URL / --database-url: \"original.db\" has profiles and opportunities tables \
+         but was not created by this server (e.g. a database of the original Catalynx platform); \
+         it was left untouched: import it into a new database with \
+         `catalynx --database-url sqlite://NEW.db import catalynx original.db`";
+
+    for command in [
+        &["migrate"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+        &["import", "bmf", SAMPLE, "--quiet"],
+        &["seed", "--profiles", "1", "--quiet"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args([&url[..], command].concat())
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that started would never exit by itself.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("{command:?} was not refused");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+
+        assert!(!out.status.success(), "{command:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            want,
+            "{command:?}"
+        );
+        assert!(
+            std::fs::read(&original).unwrap() == bytes,
+            "{command:?}: the file changed"
+        );
+    }
+    let url = format!("sqlite://{}", original.display());
+    let refused = Db::connect(&catalynx::config::DbConfig::new(url)).await;
+    assert!(refused.is_err());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "no WAL or other file beside it: {files:?}");
+    assert!(std::fs::read(&original).unwrap() == bytes);
+}
