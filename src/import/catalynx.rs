@@ -419,17 +419,46 @@ impl Fields<'_> {
         }
     }
 
-    /// A whole number; `12.0` is accepted, `12.5` is not.
+    /// A whole number; `12.0` is accepted, `12.5` is not. Digits are read
+    /// as an integer first: through a float, amounts from 2^53 on (which
+    /// the API takes, up to `i64::MAX`) would come back changed. Errors
+    /// quote the input's own text.
     fn integer(&self, name: &str) -> Result<Option<i64>, String> {
-        if let Some(Value::Number(n)) = self.get(name)
-            && let Some(i) = n.as_i64()
-        {
-            return Ok(Some(i));
-        }
-        match self.number(name)? {
-            None => Ok(None),
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-            Some(f) => Err(format!("{name}: not a whole number: {f}")),
+        // `shown` is the value as the input has it: text quoted, numbers bare.
+        let (shown, float) = match self.get(name) {
+            None => return Ok(None),
+            Some(Value::Number(n)) => {
+                if let Some(i) = n.as_i64() {
+                    return Ok(Some(i));
+                }
+                (n.to_string(), n.as_f64())
+            }
+            Some(Value::String(text)) => {
+                let trimmed = text.trim();
+                if let Ok(i) = trimmed.parse::<i64>() {
+                    return Ok(Some(i));
+                }
+                (format!("{text:?}"), trimmed.parse::<f64>().ok())
+            }
+            Some(other) => return Err(format!("{name}: not a number: {other}")),
+        };
+        const EXACT: f64 = 9.0e15; // below 2^53 a float holds every whole number
+        const RANGE: f64 = 9_223_372_036_854_775_808.0; // 2^63
+        match float {
+            None => Err(format!("{name}: not a number: {shown}")),
+            Some(f) if f.is_nan() => Err(format!("{name}: not a number: {shown}")),
+            Some(f) if f.fract() != 0.0 && f.is_finite() => {
+                Err(format!("{name}: not a whole number: {shown}"))
+            }
+            Some(f) if f.abs() < EXACT => Ok(Some(f as i64)),
+            Some(f) if f.abs() < RANGE => Err(format!(
+                "{name}: {shown} cannot be read exactly with a fraction or exponent; write it in digits only"
+            )),
+            Some(_) => Err(format!(
+                "{name}: out of range: {shown}, expected a whole number from {} to {}",
+                i64::MIN,
+                i64::MAX
+            )),
         }
     }
 

@@ -994,3 +994,164 @@ async fn a_database_of_the_original_platform_is_refused_untouched() {
     assert_eq!(files.len(), 1, "no WAL or other file beside it: {files:?}");
     assert!(std::fs::read(&original).unwrap() == bytes);
 }
+
+/// A Catalynx CSV export holding `rows` (columns by name, the others
+/// empty), each line ended with CRLF when `crlf`, as Excel and Python's
+/// csv module end them.
+fn catalynx_csv(rows: &[Vec<(&str, &str)>], crlf: bool) -> Vec<u8> {
+    let header = catalynx::export::csv_header();
+    let terminator = if crlf {
+        csv::Terminator::CRLF
+    } else {
+        csv::Terminator::Any(b'\n')
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(terminator)
+        .from_writer(Vec::new());
+    writer.write_record(&header).unwrap();
+    for row in rows {
+        for (name, _) in row {
+            assert!(header.iter().any(|h| h == name), "no column {name}");
+        }
+        writer
+            .write_record(header.iter().map(|h| {
+                row.iter()
+                    .find(|(name, _)| name == h)
+                    .map_or("", |(_, value)| *value)
+            }))
+            .unwrap();
+    }
+    writer.into_inner().unwrap()
+}
+
+fn csv_profile<'a>(id: &'a str, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut row = vec![
+        ("table", "profiles"),
+        ("id", id),
+        ("name", "Org"),
+        ("created_at", "2024-01-01T00:00:00Z"),
+    ];
+    for (name, value) in more {
+        row.retain(|(n, _)| n != name);
+        row.push((name, value));
+    }
+    row
+}
+
+fn csv_opportunity<'a>(
+    id: &'a str,
+    profile: &'a str,
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut row = vec![
+        ("table", "opportunities"),
+        ("id", id),
+        ("profile_id", profile),
+        ("organization_name", "Funder"),
+        ("created_at", "2024-01-01T00:00:00Z"),
+    ];
+    for (name, value) in more {
+        row.retain(|(n, _)| n != name);
+        row.push((name, value));
+    }
+    row
+}
+
+/// Every reject as "line N: reason".
+fn reject_texts(report: &ImportReport) -> Vec<String> {
+    report
+        .rejects
+        .iter()
+        .map(|r| format!("{}: {}", r.position, r.reason))
+        .collect()
+}
+
+/// Amounts are 64-bit in the API; read through a float, those from 2^53 on
+/// came back changed or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_up_to_i64_max_round_trip_through_csv_and_jsonl() {
+    use sea_orm::sea_query::Expr;
+    let source = TestDb::new(Backend::Sqlite).await.unwrap();
+    let source_db = source.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 4,
+        opportunities_per_profile: 3,
+        seed: 5,
+    };
+    catalynx::seed::seed(&source_db, plan, false).await.unwrap();
+    profile::Entity::update_many()
+        .col_expr(profile::Column::AnnualRevenue, Expr::value(i64::MAX))
+        .exec(&source_db.write)
+        .await
+        .unwrap();
+    opportunity::Entity::update_many()
+        .col_expr(
+            opportunity::Column::AwardFloor,
+            Expr::value(9_007_199_254_740_993_i64),
+        )
+        .col_expr(opportunity::Column::AwardCeiling, Expr::value(i64::MAX))
+        .exec(&source_db.write)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+        let file = dir.path().join(format!("export-{format:?}"));
+        let mut exported = Vec::new();
+        catalynx::export::export(&source_db, format, &mut exported)
+            .await
+            .unwrap();
+        std::fs::write(&file, &exported).unwrap();
+        let target = TestDb::new(Backend::Sqlite).await.unwrap();
+        let target_db = target.connect().await;
+
+        let report = catalynx_import::import(&target_db, &file, &options())
+            .await
+            .unwrap();
+
+        assert_eq!(reject_texts(&report), Vec::<String>::new(), "{format:?}");
+        assert_eq!(report.profiles.inserted, 4, "{format:?}");
+        assert_eq!(digest(&target_db).await, digest(&source_db).await);
+        let o = opportunity::Entity::find().one(&target_db.read).await;
+        let o = o.unwrap().unwrap();
+        assert_eq!(
+            (o.award_floor, o.award_ceiling),
+            (Some(9_007_199_254_740_993), Some(i64::MAX))
+        );
+    }
+
+    // Values the API cannot hold are refused, quoting the file's own text.
+    let file = dir.path().join("bad-amounts.csv");
+    let csv = catalynx_csv(
+        &[
+            csv_profile("p1", &[("annual_revenue", "9223372036854775808")]),
+            csv_profile("p2", &[("annual_revenue", "12.5")]),
+            csv_profile("p3", &[("annual_revenue", "9.3e15")]),
+            csv_profile("p4", &[("annual_revenue", "1250000.0")]),
+            csv_opportunity(
+                "o1",
+                "p4",
+                &[
+                    ("award_floor", "9007199254740993"),
+                    ("award_ceiling", "9223372036854775807"),
+                ],
+            ),
+        ],
+        false,
+    );
+    std::fs::write(&file, csv).unwrap();
+    let target = TestDb::new(Backend::Sqlite).await.unwrap();
+    let report = catalynx_import::import(&target.connect().await, &file, &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        reject_texts(&report),
+        [
+            "line 2: annual_revenue: out of range: \"9223372036854775808\", expected a whole number from -9223372036854775808 to 9223372036854775807",
+            "line 3: annual_revenue: not a whole number: \"12.5\"",
+            "line 4: annual_revenue: \"9.3e15\" cannot be read exactly with a fraction or exponent; write it in digits only",
+        ]
+    );
+    assert_eq!(report.profiles.inserted, 1, "1250000.0 is a whole number");
+    assert_eq!(report.opportunities.inserted, 1);
+}
