@@ -27,7 +27,7 @@ use indicatif::ProgressBar;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::{Counts, ImportReport, Input, Position, Unit, progress_bar};
+use super::{Counts, CrlfToLf, ImportReport, Input, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode};
@@ -244,7 +244,9 @@ fn open(path: &Path, bar: &ProgressBar) -> anyhow::Result<csv::Reader<Box<dyn Re
     } else {
         Box::new(buffered)
     };
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(Box::new(CrlfToLf::new(input)) as Box<dyn Read>);
     let header = reader
         .byte_headers()
         .with_context(|| format!("{source}: cannot read the header"))?;

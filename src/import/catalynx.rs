@@ -32,7 +32,7 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
-use super::{Counts, ImportReport, Input, Peeked, Position, Unit, progress_bar};
+use super::{Counts, CrlfToLf, ImportReport, Input, Peeked, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{
@@ -128,7 +128,7 @@ enum Source {
         buffer: Vec<u8>,
     },
     Csv {
-        reader: csv::Reader<ProgressBarIter<Peeked>>,
+        reader: csv::Reader<CrlfToLf<ProgressBarIter<Peeked>>>,
         bar: ProgressBar,
         header: Vec<String>,
         record: csv::ByteRecord,
@@ -162,7 +162,9 @@ impl Source {
                 buffer: Vec::new(),
             });
         }
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(CrlfToLf::new(input));
         let header: Vec<String> = reader
             .headers()
             .with_context(|| format!("{name}: cannot read the CSV header"))?

@@ -281,3 +281,120 @@ fn read_head(input: &mut impl Read, want: usize) -> io::Result<Vec<u8>> {
     head.truncate(filled);
     Ok(head)
 }
+
+/// CSV input with each CRLF outside quoted fields turned into LF. The csv
+/// crate ends a record at the CR of a CRLF and reads the LF as the start of
+/// the next record, whose position then names the line before: every reject
+/// of a CRLF file (as Excel and Python's csv module write them) was reported
+/// one line too low. Records parse the same either way; a CRLF inside a
+/// quoted value is data and is kept.
+pub(crate) struct CrlfToLf<R> {
+    inner: R,
+    buffer: Box<[u8]>,
+    start: usize,
+    end: usize,
+    state: CsvState,
+    /// A CR outside quotes, held until the next byte shows whether it ends a CRLF.
+    cr_pending: bool,
+}
+
+/// Where the input stands in CSV terms (delimiter `,`, quote `"`), as far
+/// as telling a record's CRLF from one inside a quoted value needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: its end, or the first of a doubled quote.
+    QuotedQuote,
+}
+
+impl<R> CrlfToLf<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buffer: vec![0; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            state: CsvState::FieldStart,
+            cr_pending: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use CsvState::*;
+        let mut n = 0;
+        while n < out.len() {
+            if self.start == self.end {
+                if n > 0 {
+                    break;
+                }
+                let got = self.inner.read(&mut self.buffer)?;
+                if got == 0 {
+                    if std::mem::take(&mut self.cr_pending) {
+                        out[0] = b'\r';
+                        n = 1;
+                    }
+                    break;
+                }
+                (self.start, self.end) = (0, got);
+            }
+            let byte = self.buffer[self.start];
+            if std::mem::take(&mut self.cr_pending) && byte != b'\n' {
+                // A CR alone: kept (the csv crate ends a record at it too).
+                out[n] = b'\r';
+                n += 1;
+                continue;
+            }
+            self.start += 1;
+            if byte == b'\r' && self.state != Quoted {
+                self.cr_pending = true;
+                self.state = FieldStart;
+                continue;
+            }
+            self.state = match (self.state, byte) {
+                (Quoted, b'"') => QuotedQuote,
+                (Quoted, _) => Quoted,
+                (QuotedQuote, b'"') | (FieldStart, b'"') => Quoted,
+                (_, b',' | b'\n') => FieldStart,
+                _ => Unquoted,
+            };
+            out[n] = byte;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::CrlfToLf;
+
+    fn convert(input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut reader = CrlfToLf::new(input);
+        let mut out = Vec::new();
+        let mut buffer = vec![0; chunk];
+        loop {
+            let n = reader.read(&mut buffer).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buffer[..n]);
+        }
+    }
+
+    #[test]
+    fn crlf_ends_become_lf_and_quoted_values_keep_theirs() {
+        let input = b"a,b\r\n1,\"x\r\ny\"\r\n2,\"say \"\"hi\"\"\r\n\"\r\n3,lone\rcr\r\n4,end\r";
+        let want = b"a,b\n1,\"x\r\ny\"\n2,\"say \"\"hi\"\"\r\n\"\n3,lone\rcr\n4,end\r";
+        for chunk in [1, 2, 3, 7, 4096] {
+            assert_eq!(convert(input, chunk), want, "reads of {chunk} bytes");
+        }
+        assert_eq!(convert(b"", 8), b"");
+        assert_eq!(convert(b"a\nb", 8), b"a\nb");
+    }
+}

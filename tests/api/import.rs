@@ -1155,3 +1155,56 @@ async fn amounts_up_to_i64_max_round_trip_through_csv_and_jsonl() {
     assert_eq!(report.profiles.inserted, 1, "1250000.0 is a whole number");
     assert_eq!(report.opportunities.inserted, 1);
 }
+
+/// Excel and Python's csv module end lines with CRLF: rejects must name
+/// the same lines as in an LF file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crlf_files_report_the_lines_of_their_rejects() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let crlf = dir.path().join("eo_bmf_sample_crlf.csv");
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    assert!(!sample.contains('\r'));
+    std::fs::write(&crlf, sample.replace('\n', "\r\n")).unwrap();
+
+    let report = bmf::import(&db, &[crlf], &options()).await.unwrap();
+
+    assert_eq!(report.profiles, counts(11, 7, 0, 0, 4));
+    let lines: Vec<u64> = reject_lines(&report).iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [5, 7, 8, 9]);
+
+    let csv = catalynx_csv(
+        &[
+            csv_profile("p1", &[]),
+            csv_opportunity("o1", "p1", &[("notes", "first line\r\nsecond line")]),
+            csv_profile("p2", &[("created_at", "last spring")]),
+            csv_opportunity("o2", "p1", &[("overall_score", "1.5")]),
+        ],
+        true,
+    );
+    let file = dir.path().join("export_crlf.csv");
+    std::fs::write(&file, csv).unwrap();
+
+    let report = catalynx_import::import(&db, &file, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        reject_texts(&report),
+        [
+            "line 5: created_at: not a timestamp: \"last spring\"",
+            "line 6: overall_score must be between 0 and 1, got 1.5",
+        ]
+    );
+    let o1 = opportunity::Entity::find_by_id("o1")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        o1.notes.as_deref(),
+        Some("first line\r\nsecond line"),
+        "a CRLF inside a quoted value is data"
+    );
+}
