@@ -156,6 +156,20 @@ impl Db {
         result
     }
 
+    /// Applies pending migrations when there are any, and otherwise writes
+    /// nothing: for commands that only read (export), where
+    /// [`Db::migrate`] would still create the migration table in a
+    /// database without it.
+    pub async fn migrate_if_pending(&self) -> Result<(), DbErr> {
+        if Migrator::get_pending_migrations_read_only(&self.read)
+            .await?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        self.migrate().await
+    }
+
     /// A write transaction on the writer; see [`begin_write`].
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
         begin_write(&self.write).await

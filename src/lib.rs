@@ -103,8 +103,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_out(report)
         }
         Command::Export(config) => {
+            // Opening a SQLite file creates it: a mistyped path would export
+            // nothing, succeed, and leave an empty database behind.
+            if let Some(path) = db::sqlite_path(&cli.db.database_url)
+                && !path.is_file()
+            {
+                anyhow::bail!(
+                    "DATABASE_URL / --database-url: SQLite database {:?} does not exist; nothing to export",
+                    path.display().to_string()
+                );
+            }
             let db = Db::connect(&cli.db).await?;
-            db.migrate().await?;
+            db.migrate_if_pending().await?;
             let report = export::export_to(&db, config.format, config.output.as_deref()).await?;
             tracing::info!(
                 profiles = report.profiles,

@@ -1208,3 +1208,115 @@ async fn crlf_files_report_the_lines_of_their_rejects() {
         "a CRLF inside a quoted value is data"
     );
 }
+
+/// Lists the names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A mistyped database path must not export nothing, succeed, and leave an
+/// empty database behind; a bad --output leaves no partial file.
+#[test]
+fn export_refuses_a_missing_database_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://typo.db",
+            "export",
+            "--output",
+            "x.jsonl",
+        ],
+        dir.path(),
+    );
+
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "error: DATABASE_URL / --database-url: SQLite database \"typo.db\" does not exist; nothing to export"
+    );
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "seed",
+            "--profiles",
+            "3",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    let before = std::fs::read(dir.path().join("source.db")).unwrap();
+    std::fs::create_dir(dir.path().join("somedir")).unwrap();
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "export",
+            "--output",
+            "somedir",
+        ],
+        dir.path(),
+    );
+
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "error: --output: somedir is a directory; name a file"
+    );
+    assert_eq!(names_in(dir.path()), ["somedir", "source.db"]);
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "export",
+            "--output",
+            "all.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(names_in(dir.path()), ["all.jsonl", "somedir", "source.db"]);
+    assert!(
+        std::fs::read(dir.path().join("source.db")).unwrap() == before,
+        "reading changed the database"
+    );
+}
+
+/// An export that fails half-way removes its partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_removes_its_partial_file() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 3,
+        opportunities_per_profile: 2,
+        seed: 1,
+    };
+    catalynx::seed::seed(&db, plan, false).await.unwrap();
+    // A value that cannot be decoded fails the export after the profiles.
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &db.write,
+        "UPDATE opportunities SET created_at = 'not a time'",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("all.jsonl");
+
+    let failed = catalynx::export::export_to(&db, ExportFormat::Jsonl, Some(&output)).await;
+
+    assert!(failed.is_err());
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}
