@@ -48,9 +48,7 @@ pub async fn export_to(
     let Some(path) = output else {
         return export(db, format, BufWriter::new(std::io::stdout())).await;
     };
-    if path.is_dir() {
-        anyhow::bail!("--output: {} is a directory; name a file", path.display());
-    }
+    refuse_directory(path)?;
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -68,6 +66,15 @@ pub async fn export_to(
         let _ = std::fs::remove_file(&partial);
     }
     written
+}
+
+/// Refuses an `--output` that names a directory, which the finished file
+/// could never be renamed onto; the CLI asks before opening the database.
+pub fn refuse_directory(output: &Path) -> anyhow::Result<()> {
+    if output.is_dir() {
+        anyhow::bail!("--output: {} is a directory; name a file", output.display());
+    }
+    Ok(())
 }
 
 /// Writes every profile and then every opportunity to `out` in `format`.

@@ -113,6 +113,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     path.display().to_string()
                 );
             }
+            if let Some(output) = &config.output {
+                export::refuse_directory(output)?;
+            }
             let db = Db::connect(&cli.db).await?;
             db.migrate_if_pending().await?;
             let report = export::export_to(&db, config.format, config.output.as_deref()).await?;
