@@ -10,8 +10,11 @@
 //! Timestamps may be RFC 3339, `YYYY-MM-DD HH:MM:SS[.ffffff]` (taken as
 //! UTC), a date, or Unix seconds. A blank text value is taken as absent.
 //!
-//! A row is rejected when a value breaks a rule the API enforces (an unknown
-//! stage, a score outside 0..1, an EIN that is not 9 digits, ...), when its
+//! Values go through the same domain parsers as the API's inputs: text is
+//! trimmed, names are at most 300 characters and free text 10,000, list
+//! items are neither blank nor more than 100. A row is rejected when a value
+//! breaks a rule the API enforces (an unknown stage, a score outside 0..1,
+//! an EIN that is not 9 digits, a blank tag, ...), when its
 //! EIN belongs to another profile, or when an opportunity's profile is not
 //! in the database (rejected, or later in the input: exports list profiles
 //! first).
@@ -36,9 +39,9 @@ use super::{Counts, CrlfToLf, ImportReport, Input, Peeked, Position, Unit, progr
 use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{
-    DbEnum, Ein, FundingSource, NteeCode, OrganizationType, Priority, ProfileStatus, Stage,
-    StateCode, parse_amount, parse_date, parse_rating, parse_time, parse_unit, parse_website,
-    refuse_nul,
+    DbEnum, Ein, FundingSource, MAX_NAME_CHARS, MAX_TEXT_CHARS, NteeCode, OrganizationType,
+    Priority, ProfileStatus, Stage, StateCode, parse_amount, parse_date, parse_rating, parse_text,
+    parse_text_list, parse_time, parse_unit, parse_website, refuse_nul,
 };
 use crate::export::TABLE_COLUMN;
 use crate::store::{IDS_PER_STATEMENT, bulk, in_ids, opportunities, profiles};
@@ -408,6 +411,24 @@ impl Fields<'_> {
         self.text(name)?.ok_or_else(|| format!("{name} is missing"))
     }
 
+    /// Text the API takes from users: trimmed, at most `max` characters.
+    fn user_text(&self, name: &str, max: usize) -> Result<Option<String>, String> {
+        self.text(name)?
+            .map(|text| parse_text(name, &text, max))
+            .transpose()
+            .map_err(message)
+    }
+
+    fn required_user_text(&self, name: &str, max: usize) -> Result<String, String> {
+        self.user_text(name, max)?
+            .ok_or_else(|| format!("{name} is missing"))
+    }
+
+    /// A list the API takes from users (focus areas, tags).
+    fn user_list(&self, name: &str) -> Result<Vec<String>, String> {
+        parse_text_list(name, &self.list(name)?).map_err(message)
+    }
+
     fn number(&self, name: &str) -> Result<Option<f64>, String> {
         match self.get(name) {
             None => Ok(None),
@@ -601,7 +622,7 @@ impl Parsed {
             .map_err(message)?;
         Ok(profile::Model {
             id: f.required("id")?,
-            name: f.required("name")?,
+            name: f.required_user_text("name", MAX_NAME_CHARS)?,
             organization_type: f
                 .choice("organization_type")?
                 .unwrap_or(OrganizationType::Nonprofit)
@@ -612,16 +633,16 @@ impl Parsed {
                 .map(|ein| Ein::parse(&ein).map(Ein::into_inner))
                 .transpose()
                 .map_err(message)?,
-            mission_statement: f.text("mission_statement")?,
+            mission_statement: f.user_text("mission_statement", MAX_TEXT_CHARS)?,
             status: f
                 .choice("status")?
                 .unwrap_or(ProfileStatus::Active)
                 .as_str()
                 .to_owned(),
-            keywords: f.text("keywords")?,
-            focus_areas: StringList(f.list("focus_areas")?),
+            keywords: f.user_text("keywords", MAX_TEXT_CHARS)?,
+            focus_areas: StringList(f.user_list("focus_areas")?),
             ntee_codes: StringList(ntee_codes),
-            city: f.text("city")?,
+            city: f.user_text("city", MAX_NAME_CHARS)?,
             state: f
                 .text("state")?
                 .map(|state| StateCode::parse(&state).map(StateCode::into_inner))
@@ -635,7 +656,7 @@ impl Parsed {
             website_url: f
                 .text("website_url")?
                 .filter(|v| !v.trim().is_empty())
-                .map(|v| parse_website("website_url", &v, usize::MAX))
+                .map(|v| parse_website("website_url", &v, MAX_NAME_CHARS))
                 .transpose()
                 .map_err(message)?,
             last_discovery_date: f.timestamp("last_discovery_date")?,
@@ -674,7 +695,7 @@ impl Parsed {
         Ok(opportunity::Model {
             id: f.required("id")?,
             profile_id: f.required("profile_id")?,
-            organization_name: f.required("organization_name")?,
+            organization_name: f.required_user_text("organization_name", MAX_NAME_CHARS)?,
             ein: f
                 .text("ein")?
                 .map(|ein| Ein::parse(&ein).map(Ein::into_inner))
@@ -697,8 +718,8 @@ impl Parsed {
             award_floor,
             award_ceiling,
             close_date: f.date("close_date")?,
-            tags: StringList(f.list("tags")?),
-            notes: f.text("notes")?,
+            tags: StringList(f.user_list("tags")?),
+            notes: f.user_text("notes", MAX_TEXT_CHARS)?,
             discovery_date: f.timestamp("discovery_date")?.unwrap_or(created_at),
             created_at,
             updated_at: f.timestamp("updated_at")?.unwrap_or(created_at),

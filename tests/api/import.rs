@@ -1323,3 +1323,75 @@ async fn a_failed_export_removes_its_partial_file() {
     assert!(failed.is_err());
     assert_eq!(names_in(dir.path()), Vec::<String>::new());
 }
+
+/// An import takes what the API takes: text trimmed, names up to 300
+/// characters, free text up to 10,000, list items neither empty nor blank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_rows_follow_the_api_rules_for_text() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let long_name = "x".repeat(1000);
+    let long_notes = "n".repeat(20_000);
+    let long_url = format!("https://example.org/{}", "a".repeat(300));
+    let many: Vec<String> = (0..101).map(|i| format!("area {i}")).collect();
+    let many = serde_json::to_string(&many).unwrap();
+    let csv = catalynx_csv(
+        &[
+            csv_profile("p1", &[("name", &long_name)]),
+            csv_profile("p2", &[("name", "  Padded Name  "), ("keywords", " food ")]),
+            csv_profile("p3", &[("focus_areas", r#"["", "  "]"#)]),
+            csv_profile("p4", &[("focus_areas", r#"[" arts ", "music"]"#)]),
+            csv_profile("p5", &[("website_url", &long_url)]),
+            csv_profile("p6", &[("focus_areas", &many)]),
+            csv_opportunity("o1", "p2", &[("notes", &long_notes)]),
+            csv_opportunity("o2", "p2", &[("tags", r#"["ok", " "]"#)]),
+            csv_opportunity(
+                "o3",
+                "p2",
+                &[("organization_name", "  Funder  "), ("tags", r#"[" a "]"#)],
+            ),
+        ],
+        false,
+    );
+    let file = dir.path().join("export.csv");
+    std::fs::write(&file, csv).unwrap();
+
+    let report = catalynx_import::import(&db, &file, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        reject_texts(&report),
+        [
+            "line 2: name is longer than 300 characters",
+            "line 4: focus_areas must not be empty",
+            "line 6: website_url is longer than 300 characters",
+            "line 7: focus_areas holds more than 100 items",
+            "line 8: notes is longer than 10000 characters",
+            "line 9: tags must not be empty",
+        ]
+    );
+    assert_eq!(report.profiles, counts(6, 2, 0, 0, 4));
+    assert_eq!(report.opportunities, counts(3, 1, 0, 0, 2));
+    let p2 = profile::Entity::find_by_id("p2").one(&db.read).await;
+    let p2 = p2.unwrap().unwrap();
+    assert_eq!(
+        (p2.name.as_str(), p2.keywords.as_deref()),
+        ("Padded Name", Some("food"))
+    );
+    let p4 = profile::Entity::find_by_id("p4").one(&db.read).await;
+    assert_eq!(p4.unwrap().unwrap().focus_areas.0, ["arts", "music"]);
+    let o3 = opportunity::Entity::find_by_id("o3").one(&db.read).await;
+    let o3 = o3.unwrap().unwrap();
+    assert_eq!(
+        (o3.organization_name.as_str(), o3.tags.0.as_slice()),
+        ("Funder", &["a".to_owned()][..])
+    );
+    // Trimmed on the first import, the same file then changes nothing.
+    let again = catalynx_import::import(&db, &file, &options())
+        .await
+        .unwrap();
+    assert_eq!(again.profiles, counts(6, 0, 0, 2, 4));
+    assert_eq!(again.opportunities, counts(3, 0, 0, 1, 2));
+}
