@@ -157,7 +157,12 @@ impl Source {
         }
         let bar = progress_bar(len, Unit::Bytes, quiet)?;
         let input = bar.wrap_read(reader);
-        if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        // JSONL, or nothing but blank space: an empty database's JSONL
+        // export is an empty file, and reads as no rows.
+        if matches!(
+            head.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{') | None
+        ) {
             return Ok(Self::Jsonl {
                 input: BufReader::new(input),
                 bar,

@@ -221,6 +221,9 @@ fn same_inode(_: &Path, _: &Path) -> bool {
     false
 }
 
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// An input read from its first byte: the bytes [`Input::open`] read
 /// first, then the rest of the file.
 pub(crate) type Peeked = Chain<Cursor<Vec<u8>>, File>;
@@ -230,9 +233,10 @@ pub(crate) type Peeked = Chain<Cursor<Vec<u8>>, File>;
 /// once: opening it a second time after looking at its start would lose
 /// those bytes, so they are kept and read again in front of the rest.
 pub(crate) struct Input {
-    /// The first bytes: as many as asked for, fewer only when the input is shorter.
+    /// The first bytes after any UTF-8 byte-order mark (which is skipped):
+    /// at least as many as asked for, fewer only when the input is shorter.
     pub head: Vec<u8>,
-    /// The whole input from its first byte.
+    /// The whole input from its first byte (after the byte-order mark).
     pub reader: Peeked,
     /// The size of a regular file, for the progress bar; 0 for a pipe.
     pub len: u64,
@@ -250,8 +254,17 @@ impl Input {
         if metadata.is_dir() {
             anyhow::bail!("{name}: is a directory");
         }
-        let head =
-            read_head(&mut file, head_bytes).with_context(|| format!("{name}: cannot read"))?;
+        let mut head = read_head(&mut file, head_bytes.max(UTF8_BOM.len()))
+            .with_context(|| format!("{name}: cannot read"))?;
+        // Text saved by Windows tools (Excel's "CSV UTF-8", Notepad) may
+        // start with a UTF-8 byte-order mark; it is not part of the data.
+        if head.starts_with(UTF8_BOM) {
+            head.drain(..UTF8_BOM.len());
+            head.extend(
+                read_head(&mut file, UTF8_BOM.len())
+                    .with_context(|| format!("{name}: cannot read"))?,
+            );
+        }
         Ok(Self {
             reader: Cursor::new(head.clone()).chain(file),
             head,

@@ -1395,3 +1395,61 @@ async fn imported_rows_follow_the_api_rules_for_text() {
     assert_eq!(again.profiles, counts(6, 0, 0, 2, 4));
     assert_eq!(again.opportunities, counts(3, 0, 0, 1, 2));
 }
+
+/// An empty database exports an empty JSONL file, which imports as no
+/// rows; files saved by Windows tools start with a UTF-8 byte-order mark,
+/// which is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_files_import_nothing_and_byte_order_marks_are_skipped() {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let dir = tempfile::tempdir().unwrap();
+    let source = TestDb::new(Backend::Sqlite).await.unwrap();
+    let source_db = source.connect().await;
+    let mut empty = Vec::new();
+    catalynx::export::export(&source_db, ExportFormat::Jsonl, &mut empty)
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    let target = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = target.connect().await;
+
+    for (name, bytes) in [("empty.jsonl", &b""[..]), ("blank.jsonl", b"\n \r\n")] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let report = catalynx_import::import(&db, &file, &options())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.profiles, Counts::default(), "{name}");
+        assert_eq!(report.opportunities, Counts::default(), "{name}");
+    }
+
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 5,
+        opportunities_per_profile: 2,
+        seed: 9,
+    };
+    catalynx::seed::seed(&source_db, plan, false).await.unwrap();
+    for format in [ExportFormat::Jsonl, ExportFormat::Csv] {
+        let mut exported = BOM.to_vec();
+        catalynx::export::export(&source_db, format, &mut exported)
+            .await
+            .unwrap();
+        let file = dir.path().join(format!("bom-{format:?}"));
+        std::fs::write(&file, &exported).unwrap();
+        let target = TestDb::new(Backend::Sqlite).await.unwrap();
+        let target_db = target.connect().await;
+
+        let report = catalynx_import::import(&target_db, &file, &options())
+            .await
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+
+        assert_eq!(reject_texts(&report), Vec::<String>::new(), "{format:?}");
+        assert_eq!(report.profiles, counts(5, 5, 0, 0, 0), "{format:?}");
+        assert_eq!(digest(&target_db).await, digest(&source_db).await);
+    }
+
+    let bmf_bom = dir.path().join("eo_bom.csv");
+    std::fs::write(&bmf_bom, [BOM, &std::fs::read(SAMPLE).unwrap()].concat()).unwrap();
+    let report = bmf::import(&db, &[bmf_bom], &options()).await.unwrap();
+    assert_eq!(report.profiles, counts(11, 7, 0, 0, 4));
+}
