@@ -5,7 +5,7 @@
 //! while reads use a pool of many: in WAL mode readers never block each other
 //! or the writer. On PostgreSQL both handles share one pool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -156,6 +156,20 @@ impl Db {
         result
     }
 
+    /// Applies pending migrations when there are any, and otherwise writes
+    /// nothing: for commands that only read (export), where
+    /// [`Db::migrate`] would still create the migration table in a
+    /// database without it.
+    pub async fn migrate_if_pending(&self) -> Result<(), DbErr> {
+        if Migrator::get_pending_migrations_read_only(&self.read)
+            .await?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        self.migrate().await
+    }
+
     /// A write transaction on the writer; see [`begin_write`].
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
         begin_write(&self.write).await
@@ -214,9 +228,65 @@ pub async fn begin_write(conn: &DatabaseConnection) -> Result<DatabaseTransactio
     }
 }
 
+/// The file a `sqlite:` URL names; `None` for any other URL.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
+}
+
+/// Refuses an existing SQLite file that holds this schema's tables without
+/// `seaql_migrations`: a database this server did not create, such as one of
+/// the original Catalynx platform. Migrating it would take its tables as
+/// already created (`CREATE TABLE IF NOT EXISTS`), add this schema's
+/// indexes, triggers and migration records to it, and leave a file whose
+/// every read fails. The file is looked at read-only, before anything else
+/// opens it: even switching it to WAL would write to it. A file that cannot
+/// be read this way is left to the normal open to report.
+async fn refuse_foreign_sqlite(path: &Path) -> anyhow::Result<()> {
+    use sea_orm::sqlx::{ConnectOptions, Connection};
+    if !path.is_file() {
+        return Ok(());
+    }
+    let options = SqliteConnectOptions::new().filename(path).read_only(true);
+    let Ok(mut conn) = options.connect().await else {
+        return Ok(());
+    };
+    let tables: Result<Vec<String>, _> = sea_orm::sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND name IN ('profiles', 'opportunities', 'seaql_migrations')",
+    )
+    .fetch_all(&mut conn)
+    .await;
+    conn.close().await.ok();
+    let Ok(tables) = tables else {
+        return Ok(());
+    };
+    let ours: Vec<&str> = ["profiles", "opportunities"]
+        .into_iter()
+        .filter(|name| tables.iter().any(|t| t == name))
+        .collect();
+    if ours.is_empty() || tables.iter().any(|t| t == "seaql_migrations") {
+        return Ok(());
+    }
+    bail!(
+        "DATABASE_URL / --database-url: {:?} has {} tables but was not created by this server \
+         (e.g. a database of the original Catalynx platform); it was left untouched: import it \
+         into a new database with `catalynx --database-url sqlite://NEW.db import catalynx {}`",
+        path.display().to_string(),
+        ours.join(" and "),
+        path.display()
+    );
+}
+
 async fn connect_sqlite(
     config: &DbConfig,
 ) -> anyhow::Result<(DatabaseConnection, DatabaseConnection)> {
+    if let Some(path) = sqlite_path(&config.database_url) {
+        refuse_foreign_sqlite(&path).await?;
+    }
     let acquire = Duration::from_secs(config.db_acquire_timeout);
     let mut mode = OpenMode::ReadWrite;
     // The writer opens first: it creates the file and switches it to WAL.

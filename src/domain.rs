@@ -155,6 +155,27 @@ pub fn parse_text(field: &str, value: &str, max: usize) -> Result<String, AppErr
     Ok(trimmed.to_owned())
 }
 
+/// Longest short text the API stores (names, cities, websites, list items), in characters.
+pub const MAX_NAME_CHARS: usize = 300;
+/// Longest free text the API stores (mission statements, keywords, notes), in characters.
+pub const MAX_TEXT_CHARS: usize = 10_000;
+/// Most items of a text list (focus areas, tags).
+pub const MAX_LIST_ITEMS: usize = 100;
+
+/// A list of short texts (focus areas, tags): at most [`MAX_LIST_ITEMS`],
+/// each item taken as [`parse_text`] takes it, up to [`MAX_NAME_CHARS`].
+pub fn parse_text_list(field: &str, values: &[String]) -> Result<Vec<String>, AppError> {
+    if values.len() > MAX_LIST_ITEMS {
+        return Err(AppError::bad_input(format!(
+            "{field} holds more than {MAX_LIST_ITEMS} items"
+        )));
+    }
+    values
+        .iter()
+        .map(|v| parse_text(field, v, MAX_NAME_CHARS))
+        .collect()
+}
+
 /// A website: text that frontends put in links, so an absolute URL must be
 /// `http` or `https` (`javascript:` and `data:` would run in the reader's
 /// browser). A bare host name (`www.example.org`) is kept as written.

@@ -38,7 +38,8 @@ pub struct ExportReport {
 
 /// Exports to `output`, or to standard output when `None`. A file is written
 /// under a temporary name and renamed when complete, so a failed export
-/// never leaves a truncated file that looks whole.
+/// never leaves a truncated file that looks whole; the temporary file is
+/// removed on any failure.
 pub async fn export_to(
     db: &Db,
     format: ExportFormat,
@@ -47,15 +48,33 @@ pub async fn export_to(
     let Some(path) = output else {
         return export(db, format, BufWriter::new(std::io::stdout())).await;
     };
+    refuse_directory(path)?;
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
     let file = File::create(&partial)
         .with_context(|| format!("--output: cannot create {}", partial.display()))?;
-    let report = export(db, format, BufWriter::new(file)).await?;
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("--output: cannot rename to {}", path.display()))?;
-    Ok(report)
+    let written = async {
+        let report = export(db, format, BufWriter::new(file)).await?;
+        std::fs::rename(&partial, path)
+            .with_context(|| format!("--output: cannot rename to {}", path.display()))?;
+        Ok(report)
+    }
+    .await;
+    if written.is_err() {
+        // Best effort: the export's own error is the one to report.
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+/// Refuses an `--output` that names a directory, which the finished file
+/// could never be renamed onto; the CLI asks before opening the database.
+pub fn refuse_directory(output: &Path) -> anyhow::Result<()> {
+    if output.is_dir() {
+        anyhow::bail!("--output: {} is a directory; name a file", output.display());
+    }
+    Ok(())
 }
 
 /// Writes every profile and then every opportunity to `out` in `format`.

@@ -85,6 +85,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Import(command) => {
+            let sources = match &command {
+                ImportCommand::Bmf(config) => config.files.clone(),
+                ImportCommand::Catalynx(config) => vec![config.path.clone()],
+            };
+            import::refuse_source_as_target(&cli.db.database_url, &sources)?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
             let report = match command {
@@ -98,8 +103,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_out(report)
         }
         Command::Export(config) => {
+            // Opening a SQLite file creates it: a mistyped path would export
+            // nothing, succeed, and leave an empty database behind.
+            if let Some(path) = db::sqlite_path(&cli.db.database_url)
+                && !path.is_file()
+            {
+                anyhow::bail!(
+                    "DATABASE_URL / --database-url: SQLite database {:?} does not exist; nothing to export",
+                    path.display().to_string()
+                );
+            }
+            if let Some(output) = &config.output {
+                export::refuse_directory(output)?;
+            }
             let db = Db::connect(&cli.db).await?;
-            db.migrate().await?;
+            db.migrate_if_pending().await?;
             let report = export::export_to(&db, config.format, config.output.as_deref()).await?;
             tracing::info!(
                 profiles = report.profiles,

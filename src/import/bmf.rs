@@ -16,8 +16,7 @@
 //! (U+FFFD) rather than rejected, for the same reason.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -28,7 +27,7 @@ use indicatif::ProgressBar;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::{Counts, ImportReport, Position, Unit, progress_bar};
+use super::{Counts, CrlfToLf, ImportReport, Input, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode};
@@ -173,24 +172,33 @@ impl BmfRow {
     }
 }
 
-/// Imports `files` in order. Every header is checked before anything is
-/// written, so a wrong file in the list fails the command up front.
+/// Imports `files` in order. Every file is opened and its header checked
+/// before anything is written, so a wrong file in the list fails the
+/// command up front. Each is opened only once, which lets a file be a pipe.
 pub async fn import(
     db: &Db,
     files: &[PathBuf],
     options: &ImportOptions,
 ) -> anyhow::Result<ImportReport> {
-    let mut total_bytes = 0;
-    for path in files {
-        open(path, &ProgressBar::hidden())?;
-        total_bytes += std::fs::metadata(path).map_or(0, |m| m.len());
-    }
+    let total_bytes = files
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
     let bar = progress_bar(total_bytes, Unit::Bytes, options.quiet)?;
+    let opened: anyhow::Result<Vec<_>> = files.iter().map(|path| open(path, &bar)).collect();
+    let readers = match opened {
+        Ok(readers) => readers,
+        Err(e) => {
+            bar.finish_and_clear();
+            return Err(e);
+        }
+    };
     let mut report = ImportReport::new(options.show_rejects);
     let batch_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
-    for path in files {
+    for (path, mut reader) in files.iter().zip(readers) {
         let source = path.display().to_string();
-        let mut reader = open(path, &bar)?;
         let mut record = csv::ByteRecord::new();
         let mut batch = Batch::default();
         let mut line = 1;
@@ -229,17 +237,16 @@ pub async fn import(
 /// magic bytes (whatever its name), with the header checked.
 fn open(path: &Path, bar: &ProgressBar) -> anyhow::Result<csv::Reader<Box<dyn Read>>> {
     let source = path.display();
-    let file = File::open(path).with_context(|| format!("{source}: cannot open"))?;
-    let mut buffered = BufReader::new(bar.wrap_read(file));
-    let magic = buffered
-        .fill_buf()
-        .with_context(|| format!("{source}: cannot read"))?;
-    let input: Box<dyn Read> = if magic.starts_with(&GZIP_MAGIC) {
+    let Input { head, reader, .. } = Input::open(path, GZIP_MAGIC.len())?;
+    let buffered = BufReader::new(bar.wrap_read(reader));
+    let input: Box<dyn Read> = if head.starts_with(&GZIP_MAGIC) {
         Box::new(MultiGzDecoder::new(buffered))
     } else {
         Box::new(buffered)
     };
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(Box::new(CrlfToLf::new(input)) as Box<dyn Read>);
     let header = reader
         .byte_headers()
         .with_context(|| format!("{source}: cannot read the header"))?;

@@ -10,21 +10,23 @@
 //! Timestamps may be RFC 3339, `YYYY-MM-DD HH:MM:SS[.ffffff]` (taken as
 //! UTC), a date, or Unix seconds. A blank text value is taken as absent.
 //!
-//! A row is rejected when a value breaks a rule the API enforces (an unknown
-//! stage, a score outside 0..1, an EIN that is not 9 digits, ...), when its
+//! Values go through the same domain parsers as the API's inputs: text is
+//! trimmed, names are at most 300 characters and free text 10,000, list
+//! items are neither blank nor more than 100. A row is rejected when a value
+//! breaks a rule the API enforces (an unknown stage, a score outside 0..1,
+//! an EIN that is not 9 digits, a blank tag, ...), when its
 //! EIN belongs to another profile, or when an opportunity's profile is not
 //! in the database (rejected, or later in the input: exports list profiles
 //! first).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, Utc};
 use entity::{StringList, opportunity, profile};
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressBarIter};
 use sea_orm::sea_query::Expr;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sea_orm::sqlx::{self, Row, TypeInfo, ValueRef};
@@ -33,13 +35,13 @@ use sea_orm::{
 };
 use serde_json::{Map, Value};
 
-use super::{Counts, ImportReport, Position, Unit, progress_bar};
+use super::{Counts, CrlfToLf, ImportReport, Input, Peeked, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
 use crate::db::Db;
 use crate::domain::{
-    DbEnum, Ein, FundingSource, NteeCode, OrganizationType, Priority, ProfileStatus, Stage,
-    StateCode, parse_amount, parse_date, parse_rating, parse_time, parse_unit, parse_website,
-    refuse_nul,
+    DbEnum, Ein, FundingSource, MAX_NAME_CHARS, MAX_TEXT_CHARS, NteeCode, OrganizationType,
+    Priority, ProfileStatus, Stage, StateCode, parse_amount, parse_date, parse_rating, parse_text,
+    parse_text_list, parse_time, parse_unit, parse_website, refuse_nul,
 };
 use crate::export::TABLE_COLUMN;
 use crate::store::{IDS_PER_STATEMENT, bulk, in_ids, opportunities, profiles};
@@ -123,13 +125,13 @@ fn counts(report: &mut ImportReport, table: Table) -> &mut Counts {
 enum Source {
     Database(Database),
     Jsonl {
-        input: BufReader<indicatif::ProgressBarIter<File>>,
+        input: BufReader<ProgressBarIter<Peeked>>,
         bar: ProgressBar,
         line: u64,
         buffer: Vec<u8>,
     },
     Csv {
-        reader: csv::Reader<indicatif::ProgressBarIter<File>>,
+        reader: csv::Reader<CrlfToLf<ProgressBarIter<Peeked>>>,
         bar: ProgressBar,
         header: Vec<String>,
         record: csv::ByteRecord,
@@ -139,20 +141,28 @@ enum Source {
 impl Source {
     async fn open(path: &Path, quiet: bool) -> anyhow::Result<Self> {
         let name = path.display();
-        let mut start = Vec::new();
-        File::open(path)
-            .with_context(|| format!("{name}: cannot open"))?
-            .take(SQLITE_MAGIC.len() as u64)
-            .read_to_end(&mut start)
-            .with_context(|| format!("{name}: cannot read"))?;
-        if start.starts_with(SQLITE_MAGIC) {
+        // Opened once: a pipe would lose the bytes read to recognise it.
+        let Input {
+            head,
+            reader,
+            len,
+            is_file,
+        } = Input::open(path, SQLITE_MAGIC.len())?;
+        if head.starts_with(SQLITE_MAGIC) {
+            if !is_file {
+                bail!("{name}: a SQLite database must be a file, not a pipe or device");
+            }
+            drop(reader);
             return Ok(Self::Database(Database::open(path, quiet).await?));
         }
-        let file = File::open(path).with_context(|| format!("{name}: cannot open"))?;
-        let len = file.metadata().map_or(0, |m| m.len());
         let bar = progress_bar(len, Unit::Bytes, quiet)?;
-        let input = bar.wrap_read(file);
-        if start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let input = bar.wrap_read(reader);
+        // JSONL, or nothing but blank space: an empty database's JSONL
+        // export is an empty file, and reads as no rows.
+        if matches!(
+            head.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{') | None
+        ) {
             return Ok(Self::Jsonl {
                 input: BufReader::new(input),
                 bar,
@@ -160,7 +170,9 @@ impl Source {
                 buffer: Vec::new(),
             });
         }
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(CrlfToLf::new(input));
         let header: Vec<String> = reader
             .headers()
             .with_context(|| format!("{name}: cannot read the CSV header"))?
@@ -404,6 +416,24 @@ impl Fields<'_> {
         self.text(name)?.ok_or_else(|| format!("{name} is missing"))
     }
 
+    /// Text the API takes from users: trimmed, at most `max` characters.
+    fn user_text(&self, name: &str, max: usize) -> Result<Option<String>, String> {
+        self.text(name)?
+            .map(|text| parse_text(name, &text, max))
+            .transpose()
+            .map_err(message)
+    }
+
+    fn required_user_text(&self, name: &str, max: usize) -> Result<String, String> {
+        self.user_text(name, max)?
+            .ok_or_else(|| format!("{name} is missing"))
+    }
+
+    /// A list the API takes from users (focus areas, tags).
+    fn user_list(&self, name: &str) -> Result<Vec<String>, String> {
+        parse_text_list(name, &self.list(name)?).map_err(message)
+    }
+
     fn number(&self, name: &str) -> Result<Option<f64>, String> {
         match self.get(name) {
             None => Ok(None),
@@ -417,17 +447,46 @@ impl Fields<'_> {
         }
     }
 
-    /// A whole number; `12.0` is accepted, `12.5` is not.
+    /// A whole number; `12.0` is accepted, `12.5` is not. Digits are read
+    /// as an integer first: through a float, amounts from 2^53 on (which
+    /// the API takes, up to `i64::MAX`) would come back changed. Errors
+    /// quote the input's own text.
     fn integer(&self, name: &str) -> Result<Option<i64>, String> {
-        if let Some(Value::Number(n)) = self.get(name)
-            && let Some(i) = n.as_i64()
-        {
-            return Ok(Some(i));
-        }
-        match self.number(name)? {
-            None => Ok(None),
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-            Some(f) => Err(format!("{name}: not a whole number: {f}")),
+        // `shown` is the value as the input has it: text quoted, numbers bare.
+        let (shown, float) = match self.get(name) {
+            None => return Ok(None),
+            Some(Value::Number(n)) => {
+                if let Some(i) = n.as_i64() {
+                    return Ok(Some(i));
+                }
+                (n.to_string(), n.as_f64())
+            }
+            Some(Value::String(text)) => {
+                let trimmed = text.trim();
+                if let Ok(i) = trimmed.parse::<i64>() {
+                    return Ok(Some(i));
+                }
+                (format!("{text:?}"), trimmed.parse::<f64>().ok())
+            }
+            Some(other) => return Err(format!("{name}: not a number: {other}")),
+        };
+        const EXACT: f64 = 9.0e15; // below 2^53 a float holds every whole number
+        const RANGE: f64 = 9_223_372_036_854_775_808.0; // 2^63
+        match float {
+            None => Err(format!("{name}: not a number: {shown}")),
+            Some(f) if f.is_nan() => Err(format!("{name}: not a number: {shown}")),
+            Some(f) if f.fract() != 0.0 && f.is_finite() => {
+                Err(format!("{name}: not a whole number: {shown}"))
+            }
+            Some(f) if f.abs() < EXACT => Ok(Some(f as i64)),
+            Some(f) if f.abs() < RANGE => Err(format!(
+                "{name}: {shown} cannot be read exactly with a fraction or exponent; write it in digits only"
+            )),
+            Some(_) => Err(format!(
+                "{name}: out of range: {shown}, expected a whole number from {} to {}",
+                i64::MIN,
+                i64::MAX
+            )),
         }
     }
 
@@ -568,7 +627,7 @@ impl Parsed {
             .map_err(message)?;
         Ok(profile::Model {
             id: f.required("id")?,
-            name: f.required("name")?,
+            name: f.required_user_text("name", MAX_NAME_CHARS)?,
             organization_type: f
                 .choice("organization_type")?
                 .unwrap_or(OrganizationType::Nonprofit)
@@ -579,16 +638,16 @@ impl Parsed {
                 .map(|ein| Ein::parse(&ein).map(Ein::into_inner))
                 .transpose()
                 .map_err(message)?,
-            mission_statement: f.text("mission_statement")?,
+            mission_statement: f.user_text("mission_statement", MAX_TEXT_CHARS)?,
             status: f
                 .choice("status")?
                 .unwrap_or(ProfileStatus::Active)
                 .as_str()
                 .to_owned(),
-            keywords: f.text("keywords")?,
-            focus_areas: StringList(f.list("focus_areas")?),
+            keywords: f.user_text("keywords", MAX_TEXT_CHARS)?,
+            focus_areas: StringList(f.user_list("focus_areas")?),
             ntee_codes: StringList(ntee_codes),
-            city: f.text("city")?,
+            city: f.user_text("city", MAX_NAME_CHARS)?,
             state: f
                 .text("state")?
                 .map(|state| StateCode::parse(&state).map(StateCode::into_inner))
@@ -602,7 +661,7 @@ impl Parsed {
             website_url: f
                 .text("website_url")?
                 .filter(|v| !v.trim().is_empty())
-                .map(|v| parse_website("website_url", &v, usize::MAX))
+                .map(|v| parse_website("website_url", &v, MAX_NAME_CHARS))
                 .transpose()
                 .map_err(message)?,
             last_discovery_date: f.timestamp("last_discovery_date")?,
@@ -641,7 +700,7 @@ impl Parsed {
         Ok(opportunity::Model {
             id: f.required("id")?,
             profile_id: f.required("profile_id")?,
-            organization_name: f.required("organization_name")?,
+            organization_name: f.required_user_text("organization_name", MAX_NAME_CHARS)?,
             ein: f
                 .text("ein")?
                 .map(|ein| Ein::parse(&ein).map(Ein::into_inner))
@@ -664,8 +723,8 @@ impl Parsed {
             award_floor,
             award_ceiling,
             close_date: f.date("close_date")?,
-            tags: StringList(f.list("tags")?),
-            notes: f.text("notes")?,
+            tags: StringList(f.user_list("tags")?),
+            notes: f.user_text("notes", MAX_TEXT_CHARS)?,
             discovery_date: f.timestamp("discovery_date")?.unwrap_or(created_at),
             created_at,
             updated_at: f.timestamp("updated_at")?.unwrap_or(created_at),

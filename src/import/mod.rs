@@ -14,8 +14,12 @@ pub mod bmf;
 pub mod catalynx;
 
 use std::fmt;
+use std::fs::File;
+use std::io::{self, Chain, Cursor, Read};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// What happened to the rows of one table.
@@ -177,4 +181,233 @@ fn progress_bar(len: u64, unit: Unit, quiet: bool) -> anyhow::Result<ProgressBar
     };
     Ok(ProgressBar::new(len)
         .with_style(ProgressStyle::with_template(template)?.progress_chars("=> ")))
+}
+
+/// Refuses an import whose source is the SQLite file it would write to,
+/// before anything opens that file for writing: the target is migrated
+/// first, which would write this schema into the source and then fail to
+/// read it back.
+pub fn refuse_source_as_target(database_url: &str, sources: &[PathBuf]) -> anyhow::Result<()> {
+    let Some(target) = crate::db::sqlite_path(database_url) else {
+        return Ok(());
+    };
+    // A target that does not exist yet cannot be a source.
+    let Ok(target) = std::fs::canonicalize(&target) else {
+        return Ok(());
+    };
+    for source in sources {
+        if std::fs::canonicalize(source).is_ok_and(|s| s == target) || same_inode(source, &target) {
+            anyhow::bail!(
+                "{}: this is the database being imported into; give a different --database-url",
+                source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Two names of one file (a hard link) have different canonical paths.
+#[cfg(unix)]
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &Path, _: &Path) -> bool {
+    false
+}
+
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// An input read from its first byte: the bytes [`Input::open`] read
+/// first, then the rest of the file.
+pub(crate) type Peeked = Chain<Cursor<Vec<u8>>, File>;
+
+/// An input opened once, with its first bytes already read so that its
+/// format can be recognised. A pipe (`/dev/stdin`, a FIFO) can be read only
+/// once: opening it a second time after looking at its start would lose
+/// those bytes, so they are kept and read again in front of the rest.
+pub(crate) struct Input {
+    /// The first bytes after any UTF-8 byte-order mark (which is skipped):
+    /// at least as many as asked for, fewer only when the input is shorter.
+    pub head: Vec<u8>,
+    /// The whole input from its first byte (after the byte-order mark).
+    pub reader: Peeked,
+    /// The size of a regular file, for the progress bar; 0 for a pipe.
+    pub len: u64,
+    /// True for a regular file, which can be opened again by name.
+    pub is_file: bool,
+}
+
+impl Input {
+    pub fn open(path: &Path, head_bytes: usize) -> anyhow::Result<Self> {
+        let name = path.display();
+        let mut file = File::open(path).with_context(|| format!("{name}: cannot open"))?;
+        let metadata = file
+            .metadata()
+            .with_context(|| format!("{name}: cannot open"))?;
+        if metadata.is_dir() {
+            anyhow::bail!("{name}: is a directory");
+        }
+        let mut head = read_head(&mut file, head_bytes.max(UTF8_BOM.len()))
+            .with_context(|| format!("{name}: cannot read"))?;
+        // Text saved by Windows tools (Excel's "CSV UTF-8", Notepad) may
+        // start with a UTF-8 byte-order mark; it is not part of the data.
+        if head.starts_with(UTF8_BOM) {
+            head.drain(..UTF8_BOM.len());
+            head.extend(
+                read_head(&mut file, UTF8_BOM.len())
+                    .with_context(|| format!("{name}: cannot read"))?,
+            );
+        }
+        Ok(Self {
+            reader: Cursor::new(head.clone()).chain(file),
+            head,
+            len: if metadata.is_file() {
+                metadata.len()
+            } else {
+                0
+            },
+            is_file: metadata.is_file(),
+        })
+    }
+}
+
+/// Up to `want` bytes: a pipe may hand over fewer per read, so this reads
+/// until it has them all or the input ends.
+fn read_head(input: &mut impl Read, want: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0; want];
+    let mut filled = 0;
+    while filled < want {
+        match input.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(filled);
+    Ok(head)
+}
+
+/// CSV input with each CRLF outside quoted fields turned into LF. The csv
+/// crate ends a record at the CR of a CRLF and reads the LF as the start of
+/// the next record, whose position then names the line before: every reject
+/// of a CRLF file (as Excel and Python's csv module write them) was reported
+/// one line too low. Records parse the same either way; a CRLF inside a
+/// quoted value is data and is kept.
+pub(crate) struct CrlfToLf<R> {
+    inner: R,
+    buffer: Box<[u8]>,
+    start: usize,
+    end: usize,
+    state: CsvState,
+    /// A CR outside quotes, held until the next byte shows whether it ends a CRLF.
+    cr_pending: bool,
+}
+
+/// Where the input stands in CSV terms (delimiter `,`, quote `"`), as far
+/// as telling a record's CRLF from one inside a quoted value needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CsvState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: its end, or the first of a doubled quote.
+    QuotedQuote,
+}
+
+impl<R> CrlfToLf<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buffer: vec![0; 64 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            state: CsvState::FieldStart,
+            cr_pending: false,
+        }
+    }
+}
+
+impl<R: Read> Read for CrlfToLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use CsvState::*;
+        let mut n = 0;
+        while n < out.len() {
+            if self.start == self.end {
+                if n > 0 {
+                    break;
+                }
+                let got = self.inner.read(&mut self.buffer)?;
+                if got == 0 {
+                    if std::mem::take(&mut self.cr_pending) {
+                        out[0] = b'\r';
+                        n = 1;
+                    }
+                    break;
+                }
+                (self.start, self.end) = (0, got);
+            }
+            let byte = self.buffer[self.start];
+            if std::mem::take(&mut self.cr_pending) && byte != b'\n' {
+                // A CR alone: kept (the csv crate ends a record at it too).
+                out[n] = b'\r';
+                n += 1;
+                continue;
+            }
+            self.start += 1;
+            if byte == b'\r' && self.state != Quoted {
+                self.cr_pending = true;
+                self.state = FieldStart;
+                continue;
+            }
+            self.state = match (self.state, byte) {
+                (Quoted, b'"') => QuotedQuote,
+                (Quoted, _) => Quoted,
+                (QuotedQuote, b'"') | (FieldStart, b'"') => Quoted,
+                (_, b',' | b'\n') => FieldStart,
+                _ => Unquoted,
+            };
+            out[n] = byte;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::CrlfToLf;
+
+    fn convert(input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut reader = CrlfToLf::new(input);
+        let mut out = Vec::new();
+        let mut buffer = vec![0; chunk];
+        loop {
+            let n = reader.read(&mut buffer).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buffer[..n]);
+        }
+    }
+
+    #[test]
+    fn crlf_ends_become_lf_and_quoted_values_keep_theirs() {
+        let input = b"a,b\r\n1,\"x\r\ny\"\r\n2,\"say \"\"hi\"\"\r\n\"\r\n3,lone\rcr\r\n4,end\r";
+        let want = b"a,b\n1,\"x\r\ny\"\n2,\"say \"\"hi\"\"\r\n\"\n3,lone\rcr\n4,end\r";
+        for chunk in [1, 2, 3, 7, 4096] {
+            assert_eq!(convert(input, chunk), want, "reads of {chunk} bytes");
+        }
+        assert_eq!(convert(b"", 8), b"");
+        assert_eq!(convert(b"a\nb", 8), b"a\nb");
+    }
 }

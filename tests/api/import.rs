@@ -759,3 +759,697 @@ fn the_commands_import_export_and_import_again() {
         "error: missing.db: cannot open: No such file or directory (os error 2)"
     );
 }
+
+/// Runs the real binary in `dir` with `input` on its standard input (a
+/// pipe); returns (success, stdout, stderr).
+fn catalynx_piped(args: &[&str], dir: &Path, input: &[u8]) -> (bool, String, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("CATALYNX_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run catalynx");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // A thread writes, so that a child that answers early never blocks it.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The SQLite database at `dir/name`, migrated.
+async fn sqlite_at(dir: &Path, name: &str) -> Db {
+    let url = format!("sqlite://{}", dir.join(name).display());
+    let db = Db::connect(&catalynx::config::DbConfig::new(url))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    db
+}
+
+/// `catalynx export | catalynx import catalynx /dev/stdin`: the bytes read
+/// to recognise the format must not be lost on a pipe, which cannot be
+/// opened twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_piped_into_an_import_arrives_whole() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "seed",
+            "--profiles",
+            "30",
+            "--opportunities-per-profile",
+            "3",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    let source = digest(&sqlite_at(dir.path(), "source.db").await).await;
+
+    for format in ["jsonl", "csv"] {
+        let target = format!("sqlite://copy-{format}.db");
+        let mut export = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args(["--database-url", "sqlite://source.db", "export"])
+            .args(["--format", format])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args([
+                "--database-url",
+                &target,
+                "import",
+                "catalynx",
+                "/dev/stdin",
+            ])
+            .arg("--quiet")
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdin(Stdio::from(export.stdout.take().unwrap()))
+            .output()
+            .unwrap();
+        assert!(export.wait().unwrap().success());
+        let stdout = String::from_utf8_lossy(&import.stdout);
+        assert!(
+            import.status.success(),
+            "{}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        assert!(
+            stdout.starts_with(
+                "profiles: 30 read, 30 inserted, 0 updated, 0 unchanged, 0 rejected\n"
+            ),
+            "{format}: {stdout}"
+        );
+        assert!(!stdout.contains("rejected rows"), "{format}: {stdout}");
+        let copy = sqlite_at(dir.path(), &format!("copy-{format}.db")).await;
+        assert_eq!(digest(&copy).await, source, "{format}: the copy differs");
+    }
+}
+
+/// `cat eo.csv | catalynx import bmf /dev/stdin`, plain and gzip.
+#[test]
+fn a_bmf_file_imports_from_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = gzip_copy(SAMPLE, dir.path());
+    let db = ["--database-url", "sqlite://bmf.db"];
+    let args = [&db[..], &["import", "bmf", "/dev/stdin", "--quiet"]].concat();
+
+    let (ok, stdout, stderr) = catalynx_piped(&args, dir.path(), &std::fs::read(SAMPLE).unwrap());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("profiles: 11 read, 7 inserted, 0 updated, 0 unchanged, 4 rejected\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/dev/stdin line 5: invalid EIN"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, stderr) = catalynx_piped(&args, dir.path(), &std::fs::read(gz).unwrap());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("profiles: 11 read, 0 inserted, 0 updated, 7 unchanged, 4 rejected\n"),
+        "{stdout}"
+    );
+}
+
+/// `catalynx import catalynx catalynx.db` in the original platform's
+/// directory, where the default --database-url names the same file: the
+/// import would first migrate its own source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_from_the_target_database_itself_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("catalynx.db");
+    old_catalynx_db(&original, OLD_ROWS).await;
+    let bytes = std::fs::read(&original).unwrap();
+    let absolute = original.display().to_string();
+
+    for args in [
+        &["import", "catalynx", "catalynx.db"][..],
+        &[
+            "--database-url",
+            "sqlite://./catalynx.db",
+            "import",
+            "catalynx",
+            &absolute,
+        ],
+        &["import", "bmf", "catalynx.db"],
+    ] {
+        let (ok, stdout, stderr) = catalynx_cli(args, dir.path());
+
+        assert!(!ok, "{args:?}: {stdout}");
+        let source = args.last().unwrap();
+        assert_eq!(
+            stderr.trim(),
+            format!(
+                "error: {source}: this is the database being imported into; give a different --database-url"
+            ),
+            "{args:?}"
+        );
+        assert!(
+            std::fs::read(&original).unwrap() == bytes,
+            "{args:?}: the file changed"
+        );
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "no WAL or other file beside it: {files:?}");
+}
+
+/// A database this server did not create (the original platform's) is
+/// refused by every command that would migrate it, and left byte for byte
+/// as it was: migrating it would take its tables as this schema's and leave
+/// a file whose every read fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_original_platform_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("original.db");
+    old_catalynx_db(&original, OLD_ROWS).await;
+    let bytes = std::fs::read(&original).unwrap();
+    let url = ["--database-url", "sqlite://original.db"];
+    let want = "error: DATABASE_URL / --database-url: \"original.db\" has profiles and opportunities tables \
+         but was not created by this server (e.g. a database of the original Catalynx platform); \
+         it was left untouched: import it into a new database with \
+         `catalynx --database-url sqlite://NEW.db import catalynx original.db`";
+
+    for command in [
+        &["migrate"][..],
+        &["serve", "--listen", "127.0.0.1:0"],
+        &["import", "bmf", SAMPLE, "--quiet"],
+        &["seed", "--profiles", "1", "--quiet"],
+    ] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args([&url[..], command].concat())
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that started would never exit by itself.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("{command:?} was not refused");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+
+        assert!(!out.status.success(), "{command:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            want,
+            "{command:?}"
+        );
+        assert!(
+            std::fs::read(&original).unwrap() == bytes,
+            "{command:?}: the file changed"
+        );
+    }
+    let url = format!("sqlite://{}", original.display());
+    let refused = Db::connect(&catalynx::config::DbConfig::new(url)).await;
+    assert!(refused.is_err());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "no WAL or other file beside it: {files:?}");
+    assert!(std::fs::read(&original).unwrap() == bytes);
+}
+
+/// A Catalynx CSV export holding `rows` (columns by name, the others
+/// empty), each line ended with CRLF when `crlf`, as Excel and Python's
+/// csv module end them.
+fn catalynx_csv(rows: &[Vec<(&str, &str)>], crlf: bool) -> Vec<u8> {
+    let header = catalynx::export::csv_header();
+    let terminator = if crlf {
+        csv::Terminator::CRLF
+    } else {
+        csv::Terminator::Any(b'\n')
+    };
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(terminator)
+        .from_writer(Vec::new());
+    writer.write_record(&header).unwrap();
+    for row in rows {
+        for (name, _) in row {
+            assert!(header.iter().any(|h| h == name), "no column {name}");
+        }
+        writer
+            .write_record(header.iter().map(|h| {
+                row.iter()
+                    .find(|(name, _)| name == h)
+                    .map_or("", |(_, value)| *value)
+            }))
+            .unwrap();
+    }
+    writer.into_inner().unwrap()
+}
+
+fn csv_profile<'a>(id: &'a str, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut row = vec![
+        ("table", "profiles"),
+        ("id", id),
+        ("name", "Org"),
+        ("created_at", "2024-01-01T00:00:00Z"),
+    ];
+    for (name, value) in more {
+        row.retain(|(n, _)| n != name);
+        row.push((name, value));
+    }
+    row
+}
+
+fn csv_opportunity<'a>(
+    id: &'a str,
+    profile: &'a str,
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut row = vec![
+        ("table", "opportunities"),
+        ("id", id),
+        ("profile_id", profile),
+        ("organization_name", "Funder"),
+        ("created_at", "2024-01-01T00:00:00Z"),
+    ];
+    for (name, value) in more {
+        row.retain(|(n, _)| n != name);
+        row.push((name, value));
+    }
+    row
+}
+
+/// Every reject as "line N: reason".
+fn reject_texts(report: &ImportReport) -> Vec<String> {
+    report
+        .rejects
+        .iter()
+        .map(|r| format!("{}: {}", r.position, r.reason))
+        .collect()
+}
+
+/// Amounts are 64-bit in the API; read through a float, those from 2^53 on
+/// came back changed or refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_up_to_i64_max_round_trip_through_csv_and_jsonl() {
+    use sea_orm::sea_query::Expr;
+    let source = TestDb::new(Backend::Sqlite).await.unwrap();
+    let source_db = source.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 4,
+        opportunities_per_profile: 3,
+        seed: 5,
+    };
+    catalynx::seed::seed(&source_db, plan, false).await.unwrap();
+    profile::Entity::update_many()
+        .col_expr(profile::Column::AnnualRevenue, Expr::value(i64::MAX))
+        .exec(&source_db.write)
+        .await
+        .unwrap();
+    opportunity::Entity::update_many()
+        .col_expr(
+            opportunity::Column::AwardFloor,
+            Expr::value(9_007_199_254_740_993_i64),
+        )
+        .col_expr(opportunity::Column::AwardCeiling, Expr::value(i64::MAX))
+        .exec(&source_db.write)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    for format in [ExportFormat::Csv, ExportFormat::Jsonl] {
+        let file = dir.path().join(format!("export-{format:?}"));
+        let mut exported = Vec::new();
+        catalynx::export::export(&source_db, format, &mut exported)
+            .await
+            .unwrap();
+        std::fs::write(&file, &exported).unwrap();
+        let target = TestDb::new(Backend::Sqlite).await.unwrap();
+        let target_db = target.connect().await;
+
+        let report = catalynx_import::import(&target_db, &file, &options())
+            .await
+            .unwrap();
+
+        assert_eq!(reject_texts(&report), Vec::<String>::new(), "{format:?}");
+        assert_eq!(report.profiles.inserted, 4, "{format:?}");
+        assert_eq!(digest(&target_db).await, digest(&source_db).await);
+        let o = opportunity::Entity::find().one(&target_db.read).await;
+        let o = o.unwrap().unwrap();
+        assert_eq!(
+            (o.award_floor, o.award_ceiling),
+            (Some(9_007_199_254_740_993), Some(i64::MAX))
+        );
+    }
+
+    // Values the API cannot hold are refused, quoting the file's own text.
+    let file = dir.path().join("bad-amounts.csv");
+    let csv = catalynx_csv(
+        &[
+            csv_profile("p1", &[("annual_revenue", "9223372036854775808")]),
+            csv_profile("p2", &[("annual_revenue", "12.5")]),
+            csv_profile("p3", &[("annual_revenue", "9.3e15")]),
+            csv_profile("p4", &[("annual_revenue", "1250000.0")]),
+            csv_opportunity(
+                "o1",
+                "p4",
+                &[
+                    ("award_floor", "9007199254740993"),
+                    ("award_ceiling", "9223372036854775807"),
+                ],
+            ),
+        ],
+        false,
+    );
+    std::fs::write(&file, csv).unwrap();
+    let target = TestDb::new(Backend::Sqlite).await.unwrap();
+    let report = catalynx_import::import(&target.connect().await, &file, &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        reject_texts(&report),
+        [
+            "line 2: annual_revenue: out of range: \"9223372036854775808\", expected a whole number from -9223372036854775808 to 9223372036854775807",
+            "line 3: annual_revenue: not a whole number: \"12.5\"",
+            "line 4: annual_revenue: \"9.3e15\" cannot be read exactly with a fraction or exponent; write it in digits only",
+        ]
+    );
+    assert_eq!(report.profiles.inserted, 1, "1250000.0 is a whole number");
+    assert_eq!(report.opportunities.inserted, 1);
+}
+
+/// Excel and Python's csv module end lines with CRLF: rejects must name
+/// the same lines as in an LF file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crlf_files_report_the_lines_of_their_rejects() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let crlf = dir.path().join("eo_bmf_sample_crlf.csv");
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    assert!(!sample.contains('\r'));
+    std::fs::write(&crlf, sample.replace('\n', "\r\n")).unwrap();
+
+    let report = bmf::import(&db, &[crlf], &options()).await.unwrap();
+
+    assert_eq!(report.profiles, counts(11, 7, 0, 0, 4));
+    let lines: Vec<u64> = reject_lines(&report).iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [5, 7, 8, 9]);
+
+    let csv = catalynx_csv(
+        &[
+            csv_profile("p1", &[]),
+            csv_opportunity("o1", "p1", &[("notes", "first line\r\nsecond line")]),
+            csv_profile("p2", &[("created_at", "last spring")]),
+            csv_opportunity("o2", "p1", &[("overall_score", "1.5")]),
+        ],
+        true,
+    );
+    let file = dir.path().join("export_crlf.csv");
+    std::fs::write(&file, csv).unwrap();
+
+    let report = catalynx_import::import(&db, &file, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        reject_texts(&report),
+        [
+            "line 5: created_at: not a timestamp: \"last spring\"",
+            "line 6: overall_score must be between 0 and 1, got 1.5",
+        ]
+    );
+    let o1 = opportunity::Entity::find_by_id("o1")
+        .one(&db.read)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        o1.notes.as_deref(),
+        Some("first line\r\nsecond line"),
+        "a CRLF inside a quoted value is data"
+    );
+}
+
+/// Lists the names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A mistyped database path must not export nothing, succeed, and leave an
+/// empty database behind; a bad --output leaves no partial file.
+#[test]
+fn export_refuses_a_missing_database_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://typo.db",
+            "export",
+            "--output",
+            "x.jsonl",
+        ],
+        dir.path(),
+    );
+
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "error: DATABASE_URL / --database-url: SQLite database \"typo.db\" does not exist; nothing to export"
+    );
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "seed",
+            "--profiles",
+            "3",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    let before = std::fs::read(dir.path().join("source.db")).unwrap();
+    std::fs::create_dir(dir.path().join("somedir")).unwrap();
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "export",
+            "--output",
+            "somedir",
+        ],
+        dir.path(),
+    );
+
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "error: --output: somedir is a directory; name a file"
+    );
+    assert!(!dir.path().join("somedir.partial").exists());
+
+    let (ok, _, stderr) = catalynx_cli(
+        &[
+            "--database-url",
+            "sqlite://source.db",
+            "export",
+            "--output",
+            "all.jsonl",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    let mut names = names_in(dir.path());
+    // SQLite may keep its WAL files beside the database.
+    names.retain(|n| !n.ends_with("-wal") && !n.ends_with("-shm"));
+    assert_eq!(names, ["all.jsonl", "somedir", "source.db"]);
+    assert!(
+        std::fs::read(dir.path().join("source.db")).unwrap() == before,
+        "reading changed the database"
+    );
+}
+
+/// An export that fails half-way removes its partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_removes_its_partial_file() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 3,
+        opportunities_per_profile: 2,
+        seed: 1,
+    };
+    catalynx::seed::seed(&db, plan, false).await.unwrap();
+    // A value that cannot be decoded fails the export after the profiles.
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &db.write,
+        "UPDATE opportunities SET created_at = 'not a time'",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("all.jsonl");
+
+    let failed = catalynx::export::export_to(&db, ExportFormat::Jsonl, Some(&output)).await;
+
+    assert!(failed.is_err());
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}
+
+/// An import takes what the API takes: text trimmed, names up to 300
+/// characters, free text up to 10,000, list items neither empty nor blank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_rows_follow_the_api_rules_for_text() {
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = test_db.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let long_name = "x".repeat(1000);
+    let long_notes = "n".repeat(20_000);
+    let long_url = format!("https://example.org/{}", "a".repeat(300));
+    let many: Vec<String> = (0..101).map(|i| format!("area {i}")).collect();
+    let many = serde_json::to_string(&many).unwrap();
+    let csv = catalynx_csv(
+        &[
+            csv_profile("p1", &[("name", &long_name)]),
+            csv_profile("p2", &[("name", "  Padded Name  "), ("keywords", " food ")]),
+            csv_profile("p3", &[("focus_areas", r#"["", "  "]"#)]),
+            csv_profile("p4", &[("focus_areas", r#"[" arts ", "music"]"#)]),
+            csv_profile("p5", &[("website_url", &long_url)]),
+            csv_profile("p6", &[("focus_areas", &many)]),
+            csv_opportunity("o1", "p2", &[("notes", &long_notes)]),
+            csv_opportunity("o2", "p2", &[("tags", r#"["ok", " "]"#)]),
+            csv_opportunity(
+                "o3",
+                "p2",
+                &[("organization_name", "  Funder  "), ("tags", r#"[" a "]"#)],
+            ),
+        ],
+        false,
+    );
+    let file = dir.path().join("export.csv");
+    std::fs::write(&file, csv).unwrap();
+
+    let report = catalynx_import::import(&db, &file, &options())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        reject_texts(&report),
+        [
+            "line 2: name is longer than 300 characters",
+            "line 4: focus_areas must not be empty",
+            "line 6: website_url is longer than 300 characters",
+            "line 7: focus_areas holds more than 100 items",
+            "line 8: notes is longer than 10000 characters",
+            "line 9: tags must not be empty",
+        ]
+    );
+    assert_eq!(report.profiles, counts(6, 2, 0, 0, 4));
+    assert_eq!(report.opportunities, counts(3, 1, 0, 0, 2));
+    let p2 = profile::Entity::find_by_id("p2").one(&db.read).await;
+    let p2 = p2.unwrap().unwrap();
+    assert_eq!(
+        (p2.name.as_str(), p2.keywords.as_deref()),
+        ("Padded Name", Some("food"))
+    );
+    let p4 = profile::Entity::find_by_id("p4").one(&db.read).await;
+    assert_eq!(p4.unwrap().unwrap().focus_areas.0, ["arts", "music"]);
+    let o3 = opportunity::Entity::find_by_id("o3").one(&db.read).await;
+    let o3 = o3.unwrap().unwrap();
+    assert_eq!(
+        (o3.organization_name.as_str(), o3.tags.0.as_slice()),
+        ("Funder", &["a".to_owned()][..])
+    );
+    // Trimmed on the first import, the same file then changes nothing.
+    let again = catalynx_import::import(&db, &file, &options())
+        .await
+        .unwrap();
+    assert_eq!(again.profiles, counts(6, 0, 0, 2, 4));
+    assert_eq!(again.opportunities, counts(3, 0, 0, 1, 2));
+}
+
+/// An empty database exports an empty JSONL file, which imports as no
+/// rows; files saved by Windows tools start with a UTF-8 byte-order mark,
+/// which is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_files_import_nothing_and_byte_order_marks_are_skipped() {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let dir = tempfile::tempdir().unwrap();
+    let source = TestDb::new(Backend::Sqlite).await.unwrap();
+    let source_db = source.connect().await;
+    let mut empty = Vec::new();
+    catalynx::export::export(&source_db, ExportFormat::Jsonl, &mut empty)
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    let target = TestDb::new(Backend::Sqlite).await.unwrap();
+    let db = target.connect().await;
+
+    for (name, bytes) in [("empty.jsonl", &b""[..]), ("blank.jsonl", b"\n \r\n")] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        let report = catalynx_import::import(&db, &file, &options())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(report.profiles, Counts::default(), "{name}");
+        assert_eq!(report.opportunities, Counts::default(), "{name}");
+    }
+
+    let plan = catalynx::seed::SeedPlan {
+        profiles: 5,
+        opportunities_per_profile: 2,
+        seed: 9,
+    };
+    catalynx::seed::seed(&source_db, plan, false).await.unwrap();
+    for format in [ExportFormat::Jsonl, ExportFormat::Csv] {
+        let mut exported = BOM.to_vec();
+        catalynx::export::export(&source_db, format, &mut exported)
+            .await
+            .unwrap();
+        let file = dir.path().join(format!("bom-{format:?}"));
+        std::fs::write(&file, &exported).unwrap();
+        let target = TestDb::new(Backend::Sqlite).await.unwrap();
+        let target_db = target.connect().await;
+
+        let report = catalynx_import::import(&target_db, &file, &options())
+            .await
+            .unwrap_or_else(|e| panic!("{format:?}: {e}"));
+
+        assert_eq!(reject_texts(&report), Vec::<String>::new(), "{format:?}");
+        assert_eq!(report.profiles, counts(5, 5, 0, 0, 0), "{format:?}");
+        assert_eq!(digest(&target_db).await, digest(&source_db).await);
+    }
+
+    let bmf_bom = dir.path().join("eo_bom.csv");
+    std::fs::write(&bmf_bom, [BOM, &std::fs::read(SAMPLE).unwrap()].concat()).unwrap();
+    let report = bmf::import(&db, &[bmf_bom], &options()).await.unwrap();
+    assert_eq!(report.profiles, counts(11, 7, 0, 0, 4));
+}
