@@ -17,8 +17,8 @@ use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
-    DbEnum, Ein, FundingSource, Priority, Stage, parse_amount, parse_date, parse_rating,
-    parse_text, parse_time, parse_unit,
+    DbEnum, Ein, FundingSource, MAX_NAME_CHARS, MAX_TEXT_CHARS, Priority, Stage, parse_amount,
+    parse_date, parse_rating, parse_text, parse_text_list, parse_time, parse_unit,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{
@@ -512,9 +512,6 @@ pub struct CreateOpportunityInput {
     discovery_date: Option<DateTime<Utc>>,
 }
 
-const MAX_NAME: usize = 300;
-const MAX_NOTES: usize = 10_000;
-
 fn check_award_range(o: &opportunity::Model) -> AppResult<()> {
     match (o.award_floor, o.award_ceiling) {
         (Some(floor), Some(ceiling)) if floor > ceiling => Err(AppError::bad_input(format!(
@@ -525,15 +522,7 @@ fn check_award_range(o: &opportunity::Model) -> AppResult<()> {
 }
 
 fn tag_list(values: Vec<String>) -> AppResult<StringList> {
-    if values.len() > 100 {
-        return Err(AppError::bad_input("tags holds more than 100 items"));
-    }
-    Ok(StringList(
-        values
-            .iter()
-            .map(|v| parse_text("tags", v, MAX_NAME))
-            .collect::<AppResult<_>>()?,
-    ))
+    Ok(StringList(parse_text_list("tags", &values)?))
 }
 
 impl CreateOpportunityInput {
@@ -542,7 +531,11 @@ impl CreateOpportunityInput {
         let model = opportunity::Model {
             id: new_id("opp_", &mut rand::rng()),
             profile_id: self.profile_id.0,
-            organization_name: parse_text("organizationName", &self.organization_name, MAX_NAME)?,
+            organization_name: parse_text(
+                "organizationName",
+                &self.organization_name,
+                MAX_NAME_CHARS,
+            )?,
             ein: self
                 .ein
                 .map(|e| Ein::parse(&e).map(Ein::into_inner))
@@ -576,7 +569,7 @@ impl CreateOpportunityInput {
                 .map(|d| parse_date("closeDate", d))
                 .transpose()?,
             tags: tag_list(self.tags.unwrap_or_default())?,
-            notes: optional(self.notes, |n| parse_text("notes", n, MAX_NOTES))?,
+            notes: optional(self.notes, |n| parse_text("notes", n, MAX_TEXT_CHARS))?,
             discovery_date: self
                 .discovery_date
                 .map(|t| parse_time("discoveryDate", t))
@@ -627,7 +620,7 @@ impl UpdateOpportunityInput {
             &mut o.organization_name,
             "organizationName",
             self.organization_name,
-            |name| parse_text("organizationName", &name, MAX_NAME),
+            |name| parse_text("organizationName", &name, MAX_NAME_CHARS),
         )?;
         apply(&mut o.ein, self.ein, |e| {
             Ein::parse(&e).map(Ein::into_inner)
@@ -665,7 +658,7 @@ impl UpdateOpportunityInput {
         })?;
         apply_required(&mut o.tags, "tags", self.tags, tag_list)?;
         apply(&mut o.notes, self.notes, |v| {
-            parse_text("notes", &v, MAX_NOTES)
+            parse_text("notes", &v, MAX_TEXT_CHARS)
         })?;
         check_award_range(o)?;
         Ok(())

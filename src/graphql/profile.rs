@@ -19,8 +19,9 @@ use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, parse_list};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
-    DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode, parse_amount,
-    parse_ntee_major_group, parse_text, parse_time, parse_website, refuse_nul,
+    DbEnum, Ein, MAX_NAME_CHARS, MAX_TEXT_CHARS, NteeCode, OrganizationType, ProfileStatus,
+    StateCode, parse_amount, parse_ntee_major_group, parse_text, parse_text_list, parse_time,
+    parse_website, refuse_nul,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{self, OpportunityFilter};
@@ -703,9 +704,6 @@ pub struct CreateProfileInput {
     last_discovery_date: Option<DateTime<Utc>>,
 }
 
-const MAX_NAME: usize = 300;
-const MAX_TEXT: usize = 10_000;
-
 fn optional_text(field: &str, value: Option<String>, max: usize) -> AppResult<Option<String>> {
     optional(value, |v| parse_text(field, v, max))
 }
@@ -722,16 +720,7 @@ pub fn optional<T>(
 }
 
 fn string_list(field: &str, values: Vec<String>) -> AppResult<StringList> {
-    if values.len() > 100 {
-        return Err(AppError::bad_input(format!(
-            "{field} holds more than 100 items"
-        )));
-    }
-    let items = values
-        .iter()
-        .map(|v| parse_text(field, v, MAX_NAME))
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(StringList(items))
+    Ok(StringList(parse_text_list(field, &values)?))
 }
 
 fn ntee_list(values: Vec<String>) -> AppResult<StringList> {
@@ -748,7 +737,7 @@ impl CreateProfileInput {
         let now = now();
         Ok(profile::Model {
             id: new_id("profile_", &mut rand::rng()),
-            name: parse_text("name", &self.name, MAX_NAME)?,
+            name: parse_text("name", &self.name, MAX_NAME_CHARS)?,
             organization_type: self
                 .organization_type
                 .unwrap_or(OrganizationType::Nonprofit)
@@ -758,16 +747,20 @@ impl CreateProfileInput {
                 .ein
                 .map(|e| Ein::parse(&e).map(Ein::into_inner))
                 .transpose()?,
-            mission_statement: optional_text("missionStatement", self.mission_statement, MAX_TEXT)?,
+            mission_statement: optional_text(
+                "missionStatement",
+                self.mission_statement,
+                MAX_TEXT_CHARS,
+            )?,
             status: self
                 .status
                 .unwrap_or(ProfileStatus::Active)
                 .as_str()
                 .to_owned(),
-            keywords: optional_text("keywords", self.keywords, MAX_TEXT)?,
+            keywords: optional_text("keywords", self.keywords, MAX_TEXT_CHARS)?,
             focus_areas: string_list("focusAreas", self.focus_areas.unwrap_or_default())?,
             ntee_codes: ntee_list(self.ntee_codes.unwrap_or_default())?,
-            city: optional_text("city", self.city, MAX_NAME)?,
+            city: optional_text("city", self.city, MAX_NAME_CHARS)?,
             state: self
                 .state
                 .map(|s| StateCode::parse(&s).map(StateCode::into_inner))
@@ -777,7 +770,7 @@ impl CreateProfileInput {
                 .map(|v| parse_amount("annualRevenue", v))
                 .transpose()?,
             website_url: optional(self.website_url, |v| {
-                parse_website("websiteUrl", v, MAX_NAME)
+                parse_website("websiteUrl", v, MAX_NAME_CHARS)
             })?,
             last_discovery_date: self
                 .last_discovery_date
@@ -858,7 +851,7 @@ pub fn apply_required<T, U>(
 impl UpdateProfileInput {
     fn apply_to(self, p: &mut profile::Model) -> AppResult<()> {
         apply_required(&mut p.name, "name", self.name, |name| {
-            parse_text("name", &name, MAX_NAME)
+            parse_text("name", &name, MAX_NAME_CHARS)
         })?;
         apply_required(
             &mut p.organization_type,
@@ -870,19 +863,21 @@ impl UpdateProfileInput {
             Ein::parse(&e).map(Ein::into_inner)
         })?;
         apply(&mut p.mission_statement, self.mission_statement, |v| {
-            parse_text("missionStatement", &v, MAX_TEXT)
+            parse_text("missionStatement", &v, MAX_TEXT_CHARS)
         })?;
         apply_required(&mut p.status, "status", self.status, |s| {
             Ok(s.as_str().to_owned())
         })?;
         apply(&mut p.keywords, self.keywords, |v| {
-            parse_text("keywords", &v, MAX_TEXT)
+            parse_text("keywords", &v, MAX_TEXT_CHARS)
         })?;
         apply_required(&mut p.focus_areas, "focusAreas", self.focus_areas, |v| {
             string_list("focusAreas", v)
         })?;
         apply_required(&mut p.ntee_codes, "nteeCodes", self.ntee_codes, ntee_list)?;
-        apply(&mut p.city, self.city, |v| parse_text("city", &v, MAX_NAME))?;
+        apply(&mut p.city, self.city, |v| {
+            parse_text("city", &v, MAX_NAME_CHARS)
+        })?;
         apply(&mut p.state, self.state, |v| {
             StateCode::parse(&v).map(StateCode::into_inner)
         })?;
@@ -890,7 +885,7 @@ impl UpdateProfileInput {
             parse_amount("annualRevenue", v)
         })?;
         apply(&mut p.website_url, self.website_url, |v| {
-            parse_website("websiteUrl", &v, MAX_NAME)
+            parse_website("websiteUrl", &v, MAX_NAME_CHARS)
         })?;
         apply(&mut p.last_discovery_date, self.last_discovery_date, |t| {
             parse_time("lastDiscoveryDate", t)
