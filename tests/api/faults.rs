@@ -12,8 +12,8 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, Binary, EDITOR_KEY, create_opportunity, create_profile, id, security, serve_config,
-    spawn_app, spawn_serving,
+    Backend, Binary, EDITOR_KEY, TestApp, create_opportunity, create_profile, id, security,
+    serve_config, spawn_app, spawn_serving,
 };
 
 const CREATE_MANY: &str =
@@ -162,22 +162,24 @@ async fn sqlite_lock_contention_loses_nothing() {
     app.finish().await;
 }
 
+/// A SQLite server that runs at most `slots` API requests at once.
+async fn spawn_with_slots(slots: usize) -> TestApp {
+    let security = SecurityConfig {
+        max_concurrent_requests: slots,
+        ..security()
+    };
+    let config = ServeConfig {
+        security,
+        ..serve_config()
+    };
+    spawn_serving(Backend::Sqlite, config).await.unwrap()
+}
+
 /// Past `--max-concurrent-requests`, requests get 503 with `Retry-After`
 /// at once; when the load drops, everything is answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_with_503_and_retry_after() {
-    let app = spawn_serving(
-        Backend::Sqlite,
-        ServeConfig {
-            security: SecurityConfig {
-                max_concurrent_requests: 2,
-                ..security()
-            },
-            ..serve_config()
-        },
-    )
-    .await
-    .unwrap();
+    let app = spawn_with_slots(2).await;
     // Two writes that cannot finish while the test holds the writer.
     let held = {
         use sea_orm::TransactionTrait;
@@ -270,18 +272,7 @@ async fn overload_is_shed_with_503_and_retry_after() {
 async fn slow_bodies_hold_no_slot() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let app = spawn_serving(
-        Backend::Sqlite,
-        ServeConfig {
-            security: SecurityConfig {
-                max_concurrent_requests: 2,
-                ..security()
-            },
-            ..serve_config()
-        },
-    )
-    .await
-    .unwrap();
+    let app = spawn_with_slots(2).await;
     let body = json!({ "query": "{ profiles { totalCount } }" }).to_string();
     let (head, tail) = body.split_at(10);
     // More slow senders than slots, each stopped halfway through its body.
