@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use async_graphql::Enum;
+use async_graphql::{Enum, InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Utc};
 
 use crate::error::AppError;
@@ -128,14 +128,52 @@ pub fn parse_rating(field: &str, value: i32) -> Result<i16, AppError> {
     }
 }
 
-/// A whole-dollar amount, never negative.
-pub fn parse_amount(field: &str, value: i64) -> Result<i64, AppError> {
-    if value >= 0 {
-        Ok(value)
-    } else {
-        Err(AppError::bad_input(format!(
-            "{field} must not be negative, got {value}"
-        )))
+/// Largest amount accepted: 2^53 - 1, the largest whole number a JSON
+/// reader that keeps numbers as doubles (every browser) reads exactly.
+pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
+
+/// An amount of whole dollars, refused when negative or past [`MAX_AMOUNT`].
+pub fn parse_amount(field: &str, value: impl Into<i64>) -> Result<i64, AppError> {
+    let value = value.into();
+    if !(0..=MAX_AMOUNT).contains(&value) {
+        return Err(AppError::bad_input(format!(
+            "{field} must be between 0 and {MAX_AMOUNT}, got {value}"
+        )));
+    }
+    Ok(value)
+}
+
+/// An amount in whole US dollars: GraphQL's `Int` holds 32 bits, too few
+/// for the revenue of a large organisation, so amounts have a scalar of
+/// their own, written as a JSON number up to [`MAX_AMOUNT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dollars(pub i64);
+
+/// A whole number of US dollars, 0 to 9007199254740991 (2^53 - 1), written as
+/// a JSON number: exact in every JSON reader, JavaScript's included.
+#[Scalar(name = "Dollars")]
+impl ScalarType for Dollars {
+    fn parse(value: Value) -> InputValueResult<Self> {
+        match &value {
+            Value::Number(n) => n.as_i64().map(Dollars).ok_or_else(|| {
+                InputValueError::custom(format!("not a whole number of dollars: {n}"))
+            }),
+            _ => Err(InputValueError::expected_type(value)),
+        }
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::Number(n) if n.is_i64())
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Number(self.0.into())
+    }
+}
+
+impl From<Dollars> for i64 {
+    fn from(value: Dollars) -> Self {
+        value.0
     }
 }
 

@@ -17,8 +17,8 @@ use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
-    DbEnum, Ein, FundingSource, MAX_NAME_CHARS, MAX_TEXT_CHARS, Priority, Stage, parse_amount,
-    parse_date, parse_rating, parse_text, parse_text_list, parse_time, parse_unit,
+    DbEnum, Dollars, Ein, FundingSource, MAX_NAME_CHARS, MAX_TEXT_CHARS, Priority, Stage,
+    parse_amount, parse_date, parse_rating, parse_text, parse_text_list, parse_time, parse_unit,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{
@@ -106,12 +106,12 @@ impl Opportunity {
         self.0.source.as_deref().map(stored_enum).transpose()
     }
     /// Smallest award, whole dollars.
-    async fn award_floor(&self) -> Option<i64> {
-        self.0.award_floor
+    async fn award_floor(&self) -> Option<Dollars> {
+        self.0.award_floor.map(Dollars)
     }
     /// Largest award, whole dollars.
-    async fn award_ceiling(&self) -> Option<i64> {
-        self.0.award_ceiling
+    async fn award_ceiling(&self) -> Option<Dollars> {
+        self.0.award_ceiling.map(Dollars)
     }
     /// Application deadline.
     async fn close_date(&self) -> Option<NaiveDate> {
@@ -163,9 +163,9 @@ pub struct OpportunityFilterInput {
     /// Deadline between today and this many days from today (UTC).
     closing_within_days: Option<i32>,
     /// Awards that can reach at least this amount (the floor..ceiling range overlaps awardMin..awardMax).
-    award_min: Option<i64>,
+    award_min: Option<Dollars>,
     /// Awards that can be at most this amount (the floor..ceiling range overlaps awardMin..awardMax).
-    award_max: Option<i64>,
+    award_max: Option<Dollars>,
     /// Rating at least this (1 to 5).
     rating_min: Option<i32>,
     /// Rating at most this (1 to 5).
@@ -190,7 +190,8 @@ impl OpportunityFilterInput {
             v.map(|v| parse_unit(field, v).map(ScoreBound)).transpose()
         };
         let rating = |field: &str, v: Option<i32>| v.map(|v| parse_rating(field, v)).transpose();
-        let amount = |field: &str, v: Option<i64>| v.map(|v| parse_amount(field, v)).transpose();
+        let amount =
+            |field: &str, v: Option<Dollars>| v.map(|v| parse_amount(field, v)).transpose();
         let date = |field: &str, v: Option<NaiveDate>| v.map(|v| parse_date(field, v)).transpose();
         let mut from = date("closeDateFrom", input.close_date_from)?;
         let mut to = date("closeDateTo", input.close_date_to)?;
@@ -499,9 +500,9 @@ pub struct CreateOpportunityInput {
     /// Kind of funder.
     source: Option<FundingSource>,
     /// Smallest award, whole dollars; not above the ceiling.
-    award_floor: Option<i64>,
+    award_floor: Option<Dollars>,
     /// Largest award, whole dollars.
-    award_ceiling: Option<i64>,
+    award_ceiling: Option<Dollars>,
     /// Application deadline.
     close_date: Option<NaiveDate>,
     /// Tags.
@@ -603,9 +604,9 @@ pub struct UpdateOpportunityInput {
     /// Kind of funder.
     source: MaybeUndefined<FundingSource>,
     /// Smallest award, whole dollars.
-    award_floor: MaybeUndefined<i64>,
+    award_floor: MaybeUndefined<Dollars>,
     /// Largest award, whole dollars.
-    award_ceiling: MaybeUndefined<i64>,
+    award_ceiling: MaybeUndefined<Dollars>,
     /// Application deadline.
     close_date: MaybeUndefined<NaiveDate>,
     /// Tags (replaces the list).

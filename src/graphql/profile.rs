@@ -19,9 +19,9 @@ use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, parse_list};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
-    DbEnum, Ein, MAX_NAME_CHARS, MAX_TEXT_CHARS, NteeCode, OrganizationType, ProfileStatus,
-    StateCode, parse_amount, parse_ntee_major_group, parse_text, parse_text_list, parse_time,
-    parse_website, refuse_nul,
+    DbEnum, Dollars, Ein, MAX_NAME_CHARS, MAX_TEXT_CHARS, NteeCode, OrganizationType,
+    ProfileStatus, StateCode, parse_amount, parse_ntee_major_group, parse_text, parse_text_list,
+    parse_time, parse_website, refuse_nul,
 };
 use crate::error::{AppError, AppResult, GqlResultExt};
 use crate::store::opportunities::{self, OpportunityFilter};
@@ -84,8 +84,8 @@ impl Profile {
         self.0.state.as_deref()
     }
     /// Annual revenue in whole dollars.
-    async fn annual_revenue(&self) -> Option<i64> {
-        self.0.annual_revenue
+    async fn annual_revenue(&self) -> Option<Dollars> {
+        self.0.annual_revenue.map(Dollars)
     }
     /// Website.
     async fn website_url(&self) -> Option<&str> {
@@ -341,9 +341,9 @@ pub struct ProfileFilterInput {
     /// Profiles with a code in any of these NTEE major groups (first letter), e.g. `B`.
     ntee_major_groups: Option<Vec<String>>,
     /// Annual revenue at least this (whole dollars).
-    revenue_min: Option<i64>,
+    revenue_min: Option<Dollars>,
     /// Annual revenue at most this (whole dollars).
-    revenue_max: Option<i64>,
+    revenue_max: Option<Dollars>,
     /// Case-insensitive text found in the name, EIN or mission statement.
     search: Option<String>,
 }
@@ -697,7 +697,7 @@ pub struct CreateProfileInput {
     /// Two-letter US state code.
     state: Option<String>,
     /// Annual revenue in whole dollars.
-    annual_revenue: Option<i64>,
+    annual_revenue: Option<Dollars>,
     /// Website.
     website_url: Option<String>,
     /// When opportunities were last searched for.
@@ -806,7 +806,7 @@ pub struct UpdateProfileInput {
     /// Two-letter US state code.
     state: MaybeUndefined<String>,
     /// Annual revenue in whole dollars.
-    annual_revenue: MaybeUndefined<i64>,
+    annual_revenue: MaybeUndefined<Dollars>,
     /// Website.
     website_url: MaybeUndefined<String>,
     /// When opportunities were last searched for.

@@ -1206,3 +1206,39 @@ on_both!(
     nested_argument_errors_carry_their_own_path_,
     nested_argument_errors_carry_their_own_path
 );
+
+/// Amounts past GraphQL's 32-bit `Int` (a large organisation's revenue) are
+/// taken and answered exactly, as the `Dollars` scalar, up to 2^53 - 1.
+async fn amounts_past_32_bits_round_trip(app: &TestApp) {
+    let revenue = 9_007_199_254_740_991_i64;
+    let profile = create_profile(
+        app,
+        json!({ "name": "Large", "organizationType": "NONPROFIT", "annualRevenue": revenue }),
+    )
+    .await;
+    let opportunity = create_opportunity(
+        app,
+        json!({ "profileId": profile, "organizationName": "F", "awardFloor": 3_000_000_000_i64, "awardCeiling": 5_000_000_000_i64 }),
+    )
+    .await;
+    let data = app
+        .data(
+            "query($p: ID!, $o: ID!, $min: Dollars) { profile(id: $p) { annualRevenue } opportunity(id: $o) { awardFloor awardCeiling } profiles(filter: { revenueMin: $min }) { nodes { id } } }",
+            json!({ "p": profile, "o": opportunity, "min": revenue }),
+        )
+        .await;
+    assert_eq!(data["profile"]["annualRevenue"].as_i64(), Some(revenue));
+    assert_eq!(
+        data["opportunity"]["awardFloor"].as_i64(),
+        Some(3_000_000_000)
+    );
+    assert_eq!(
+        data["opportunity"]["awardCeiling"].as_i64(),
+        Some(5_000_000_000)
+    );
+    assert_eq!(data["profiles"]["nodes"], json!([{ "id": profile }]));
+}
+on_both!(
+    amounts_past_32_bits_round_trip_,
+    amounts_past_32_bits_round_trip
+);
