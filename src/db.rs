@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::Connection;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -457,17 +458,27 @@ async fn connect_postgres(config: &DbConfig) -> anyhow::Result<DatabaseConnectio
             config.pg_statement_timeout_ms.to_string(),
         )]);
     }
+    let context = || {
+        format!(
+            "DATABASE_URL / --database-url: cannot connect to PostgreSQL at {:?}",
+            redact(url)
+        )
+    };
+    // The pool retries a failed first connection until its acquire timeout
+    // and then reports only the timeout; one connection made directly says
+    // why (connection refused, no such database, authentication failed).
+    let probe = PgConnection::connect_with(&options)
+        .await
+        .with_context(context)?;
+    // Closing politely only spares the server a log line; the probe has
+    // done its work either way.
+    let _ = probe.close().await;
     let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections.unwrap_or(POSTGRES_CONNECTIONS))
         .acquire_timeout(Duration::from_secs(config.db_acquire_timeout))
         .connect_with(options)
         .await
-        .with_context(|| {
-            format!(
-                "DATABASE_URL / --database-url: cannot connect to PostgreSQL at {:?}",
-                redact(url)
-            )
-        })?;
+        .with_context(context)?;
     Ok(SqlxPostgresConnector::from_sqlx_postgres_pool(pool))
 }
 

@@ -761,7 +761,7 @@ fn bad_configuration_ends_with_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--database-url", "mysql://localhost/x", "migrate"],
             "unsupported URL",
@@ -782,8 +782,9 @@ fn bad_configuration_ends_with_one_clear_line() {
                 "1",
                 "migrate",
             ],
-            "cannot connect to PostgreSQL",
+            "Connection refused",
         ),
+        (&["--database-url", "sqlite://", "migrate"], "names no file"),
         (&["serve", "--listen", &busy_addr], "cannot listen on"),
     ];
     for (args, expected) in cases {
