@@ -197,6 +197,11 @@ pub async fn import(
     };
     let mut report = ImportReport::new(options.show_rejects);
     let batch_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
+    // Every EIN imported so far, as a number (4 bytes; about 20 MB for the
+    // whole master file). The first row of an EIN is kept and later ones
+    // rejected: were a later one to update it, importing the same files
+    // again would rewrite the profile twice, where it must change nothing.
+    let mut seen: HashSet<u32> = HashSet::new();
     for (path, mut reader) in files.iter().zip(readers) {
         let source = path.display().to_string();
         let mut record = csv::ByteRecord::new();
@@ -208,13 +213,20 @@ pub async fn import(
         {
             line = record.position().map_or(line + 1, |p| p.line());
             report.profiles.read += 1;
-            match BmfRow::parse(&record) {
+            let parsed = BmfRow::parse(&record).and_then(|row| {
+                // Nine digits, checked by the parse: they fit a u32.
+                let ein = row.ein.parse::<u32>().map_err(|e| e.to_string())?;
+                if seen.insert(ein) {
+                    Ok(row)
+                } else {
+                    Err(format!(
+                        "EIN {} appears earlier in this import; its first row is kept",
+                        row.ein
+                    ))
+                }
+            });
+            match parsed {
                 Ok(row) => {
-                    // A repeated EIN waits for the next batch, so the later
-                    // row updates the earlier one as it would across batches.
-                    if batch.eins.contains(&row.ein) {
-                        batch.write(db, &mut report.profiles).await?;
-                    }
                     batch.push(row);
                     if batch.rows.len() >= batch_size {
                         batch.write(db, &mut report.profiles).await?;

@@ -309,25 +309,60 @@ fn bmf_row(ein: &str, revenue: u64) -> String {
     )
 }
 
+/// A repeated EIN keeps its first row, within a batch and across batches
+/// and files, so importing the same input again changes nothing (a later
+/// row that updated the first made each import rewrite the profile twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_ein_updates_the_earlier_row_within_one_batch() {
+async fn a_repeated_ein_keeps_its_first_row_and_a_second_import_changes_nothing() {
     let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
     let db = test_db.connect().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = bmf_file(
+    let first = bmf_file(
         dir.path(),
         "eo_pa.csv",
-        &[&bmf_row("230000001", 100), &bmf_row("230000001", 200)],
+        &[
+            &bmf_row("230000001", 100),
+            &bmf_row("230000002", 300),
+            &bmf_row("230000001", 200),
+        ],
     );
-    let one_batch = ImportOptions {
-        batch_size: 100,
-        ..options()
-    };
+    let second = bmf_file(dir.path(), "eo_nj.csv", &[&bmf_row("230000002", 400)]);
+    let files = [first, second];
+    for batch_size in [100, 1] {
+        let options = ImportOptions {
+            batch_size,
+            ..options()
+        };
+        let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+        let db = test_db.connect().await;
 
-    let report = bmf::import(&db, &[file], &one_batch).await.unwrap();
+        let report = bmf::import(&db, &files, &options).await.unwrap();
 
-    assert_eq!(report.profiles, counts(2, 1, 1, 0, 0));
-    assert_eq!(by_ein(&db, "230000001").await.annual_revenue, Some(200));
+        assert_eq!(
+            report.profiles,
+            counts(4, 2, 0, 0, 2),
+            "batches of {batch_size}"
+        );
+        assert_eq!(
+            reject_texts(&report),
+            [
+                "line 4: EIN 230000001 appears earlier in this import; its first row is kept",
+                "line 2: EIN 230000002 appears earlier in this import; its first row is kept",
+            ]
+        );
+        assert_eq!(by_ein(&db, "230000001").await.annual_revenue, Some(100));
+        assert_eq!(by_ein(&db, "230000002").await.annual_revenue, Some(300));
+    }
+
+    bmf::import(&db, &files, &options()).await.unwrap();
+    let before = digest(&db).await;
+    let again = bmf::import(&db, &files, &options()).await.unwrap();
+    assert_eq!(again.profiles, counts(4, 0, 0, 2, 2));
+    assert_eq!(
+        digest(&db).await,
+        before,
+        "the second import changed nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
