@@ -503,7 +503,10 @@ fn redact(url: &str) -> String {
         let params: Vec<String> = query
             .split('&')
             .map(|param| match param.split_once('=') {
-                Some((key, _)) if matches!(key, "password" | "sslpassword") => {
+                Some((key, _))
+                    if key.eq_ignore_ascii_case("password")
+                        || key.eq_ignore_ascii_case("sslpassword") =>
+                {
                     format!("{key}=***")
                 }
                 _ => param.to_owned(),
@@ -537,8 +540,8 @@ mod tests {
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
         assert_eq!(
-            redact("postgres://u@h/db?sslmode=require&password=p@ss&sslpassword=k"),
-            "postgres://u@h/db?sslmode=require&password=***&sslpassword=***"
+            redact("postgres://u@h/db?sslmode=require&password=p@ss&SSLPASSWORD=k"),
+            "postgres://u@h/db?sslmode=require&password=***&SSLPASSWORD=***"
         );
         assert_eq!(
             redact("postgres://u:pw@h/db?application_name=a"),

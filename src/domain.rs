@@ -8,7 +8,7 @@
 use std::fmt;
 
 use async_graphql::{Enum, InputValueError, InputValueResult, Scalar, ScalarType, Value};
-use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SubsecRound, Timelike, Utc};
 
 use crate::error::AppError;
 
@@ -256,6 +256,14 @@ pub fn parse_date(field: &str, value: NaiveDate) -> Result<NaiveDate, AppError> 
 /// would start with that row again, forever).
 pub fn parse_time(field: &str, value: DateTime<Utc>) -> Result<DateTime<Utc>, AppError> {
     check_year(field, value.year(), &value)?;
+    // A leap second (`23:59:60.5`) is kept as the last microsecond of the
+    // second before it: databases and cursors count no 61st second, and
+    // would sort it with the next minute.
+    let value = if value.nanosecond() >= 1_000_000_000 {
+        value.with_nanosecond(999_999_000).unwrap_or(value)
+    } else {
+        value
+    };
     Ok(value.trunc_subsecs(6))
 }
 

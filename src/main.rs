@@ -9,7 +9,11 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("CATALYNX_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+                // sqlx warns of connection parameters it does not know
+                // with their values, which may be passwords.
+                .unwrap_or_else(|_| {
+                    EnvFilter::new("info,sqlx=warn,sea_orm=warn,sqlx_postgres::options=error")
+                }),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal: log collectors and

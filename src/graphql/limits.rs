@@ -237,6 +237,55 @@ fn height<'a>(
     Ok(deepest)
 }
 
+/// Deepest nesting of `{`, `[` and `(` a document may have. The parser
+/// takes a list or object value nested 1,500 deep, and async-graphql's later
+/// walks of such a value recurse once per level: one 3 kB request overflowed
+/// a worker's stack and ended the process. Selection sets are bounded much
+/// lower ([`RECURSION_DEPTH`]); JSON variables, by serde_json, at 128.
+const MAX_BRACKET_DEPTH: usize = 128;
+
+/// The deepest bracket nesting of a GraphQL document, outside strings and
+/// comments: a scan of its bytes, before anything parses it.
+fn bracket_depth(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && !matches!(bytes[i], b'\n' | b'\r') {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    // `\"""` is an escaped delimiter inside a block string.
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 2;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n' | b'\r') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
 impl RequestLimits {
     /// Parses the request's document (kept in the request for the schema)
     /// and measures it: the nesting first, which bounds how deep every
@@ -257,6 +306,15 @@ impl RequestLimits {
         variables: &Variables,
     ) -> Result<(), ServerError> {
         let name = request.operation_name.clone();
+        if bracket_depth(&request.query) > MAX_BRACKET_DEPTH {
+            return Err(with_code(
+                ServerError::new(
+                    format!("the document nests brackets more than {MAX_BRACKET_DEPTH} deep"),
+                    None,
+                ),
+                PARSE_FAILED,
+            ));
+        }
         let doc = request
             .parsed_query()
             .map_err(|e| with_code(e, PARSE_FAILED))?;
@@ -426,5 +484,20 @@ pub fn code_errors(response: &mut Response) {
             "BAD_USER_INPUT"
         };
         set_code(error, code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bracket_depth;
+
+    #[test]
+    fn bracket_depth_skips_strings_and_comments() {
+        assert_eq!(bracket_depth("{ a(b: [[1]]) { c } }"), 4);
+        assert_eq!(bracket_depth(r#"{ a(s: "[[[{{{(") }"#), 2);
+        assert_eq!(bracket_depth(r#"{ a(s: "\" [[[") }"#), 2);
+        assert_eq!(bracket_depth("{ a # [[[[[\n b }"), 1);
+        assert_eq!(bracket_depth(r#"{ a(s: """ [[[ \""" {{{ """) }"#), 2);
+        assert_eq!(bracket_depth(r#"{ a(s: """ " [[ """, t: [[1]]) }"#), 4);
     }
 }

@@ -205,7 +205,7 @@ fn nested_page_args(
 ) -> AppResult<Arc<Hashed<NestedPageArgs>>> {
     let filter = OpportunityFilterInput::parse(filter)?;
     let order = OpportunityOrder::parse(order_by)?;
-    let page = PageRequest::new(
+    let request = PageRequest::new(
         first,
         after,
         None,
@@ -213,11 +213,17 @@ fn nested_page_args(
         NESTED_PAGE_SIZE,
         api.config.max_page_size,
     )?;
-    let columns = node_columns(field, &opportunities::sort_keys(&order));
+    let keys = opportunities::sort_keys(&order);
+    // Read here, with the other arguments, so that a bad cursor is refused
+    // at the field that has it rather than by the statement of a whole page.
+    if let Some(cursor) = &request.cursor {
+        page::decode_cursor(&keys, cursor)?;
+    }
+    let columns = node_columns(field, &keys);
     Ok(Arc::new(Hashed::new(NestedPageArgs {
         filter,
         order,
-        page,
+        page: request,
         columns,
     })))
 }

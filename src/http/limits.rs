@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::LengthLimitError;
@@ -82,6 +83,20 @@ pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -
 /// `limit` bytes (413) or one that could not be read (400).
 async fn read_body(request: Request, limit: usize) -> Result<Request, Response> {
     let (parts, body) = request.into_parts();
+    // A body announced as too large is refused before any of it is waited for.
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        let error = AppError::body_too_large(limit);
+        return Err(crate::http::refusal(
+            parts.uri.path(),
+            &parts.headers,
+            error,
+        ));
+    }
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
         Err(error) => {

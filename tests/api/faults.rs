@@ -162,6 +162,29 @@ async fn sqlite_lock_contention_loses_nothing() {
     app.finish().await;
 }
 
+/// A body announced larger than the limit is refused at once, with the
+/// JSON error of every refusal, not waited for until the request timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_announced_over_the_limit_are_refused_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_with_slots(2).await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n{{",
+        app.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .expect("answered before the request timeout")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    app.finish().await;
+}
+
 /// A SQLite server that runs at most `slots` API requests at once.
 async fn spawn_with_slots(slots: usize) -> TestApp {
     let security = SecurityConfig {

@@ -196,6 +196,12 @@ fn cases(profile: &str, backend: Backend) -> Vec<Case> {
         Case::query("unclosed selection", "{ profiles { nodes { id }").expect(400, "GRAPHQL_PARSE_FAILED"),
         Case::query("unterminated string", "{ profileByEin(ein: \"12) { id } }").expect(400, "GRAPHQL_PARSE_FAILED"),
         Case::query("100,000 nested braces", nested("{ a ", "", "}", 100_000)).expect(400, "GRAPHQL_PARSE_FAILED"),
+        // Values nested 1,500 deep parsed, then overflowed a worker's stack.
+        Case::query("list value 1,500 deep", format!("{{ __typename(a: {}) }}", nested("[", "1", "]", 1_500))).expect(400, "GRAPHQL_PARSE_FAILED"),
+        Case::query("object value 1,500 deep", format!("{{ profiles(filter: {{ search: {} }}) {{ totalCount }} }}", nested("{a: ", "1", "}", 1_500))).expect(400, "GRAPHQL_PARSE_FAILED"),
+        Case::query("directive argument 1,500 deep", format!("{{ __typename @skip(if: {}) }}", nested("[", "false", "]", 1_500))).expect(400, "GRAPHQL_PARSE_FAILED"),
+        Case::query("variable default 1,500 deep", format!("query($v: [String!] = {}) {{ __typename }}", nested("[", "\"a\"", "]", 1_500))).expect(400, "GRAPHQL_PARSE_FAILED"),
+        Case::get("list value 1,500 deep over GET", format!("/graphql?query={}", urlencode(&format!("{{ __typename(a: {}) }}", nested("[", "1", "]", 1_500))))).expect(400, "GRAPHQL_PARSE_FAILED"),
         Case::query("nested list values", format!("{{ profiles(filter: {{ states: {} }}) {{ totalCount }} }}", nested("[", "\"CA\"", "]", 50_000))).expect(400, "GRAPHQL_PARSE_FAILED"),
         Case::query("past the depth limit", format!("{{ profiles {{ nodes {{ {} }} }} }}", nested("opportunities { nodes { profile { ", "id", " } } }", 5))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
         Case::query("introspection past the depth limit", format!("{{ __schema {{ types {{ {} }} }} }}", nested("fields { type { ", "name", " } }", 8))).expect(400, "GRAPHQL_VALIDATION_FAILED"),
