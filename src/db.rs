@@ -247,7 +247,7 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 /// opens it: even switching it to WAL would write to it. A file that cannot
 /// be read this way is left to the normal open to report.
 async fn refuse_foreign_sqlite(path: &Path) -> anyhow::Result<()> {
-    use sea_orm::sqlx::{ConnectOptions, Connection};
+    use sea_orm::sqlx::ConnectOptions;
     if !path.is_file() {
         return Ok(());
     }
