@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::LengthLimitError;
@@ -89,27 +89,26 @@ async fn read_body(request: Request, limit: usize) -> Result<Request, Response> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|length| length > limit as u64) {
-        let error = AppError::body_too_large(limit);
-        return Err(crate::http::refusal(
-            parts.uri.path(),
-            &parts.headers,
-            error,
-        ));
-    }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Err(error) => {
-            let error = if error.into_inner().is::<LengthLimitError>() {
-                AppError::body_too_large(limit)
-            } else {
-                AppError::BadRequest("the request body could not be read".into())
-            };
-            Err(crate::http::refusal(
-                parts.uri.path(),
-                &parts.headers,
-                error,
-            ))
+    let error = if announced.is_some_and(|length| length > limit as u64) {
+        AppError::body_too_large(limit)
+    } else {
+        match axum::body::to_bytes(body, limit).await {
+            Ok(bytes) => return Ok(Request::from_parts(parts, Body::from(bytes))),
+            Err(error) => {
+                if error.into_inner().is::<LengthLimitError>() {
+                    AppError::body_too_large(limit)
+                } else {
+                    AppError::BadRequest("the request body could not be read".into())
+                }
+            }
         }
-    }
+    };
+    let mut refusal = crate::http::refusal(parts.uri.path(), &parts.headers, error);
+    // The rest of the body is left unread, so the connection cannot carry
+    // another request: saying so keeps clients from sending one on it (they
+    // would see it closed under them).
+    refusal
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Err(refusal)
 }

@@ -182,6 +182,10 @@ async fn bodies_announced_over_the_limit_are_refused_at_once() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
     assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     app.finish().await;
 }
 
