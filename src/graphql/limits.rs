@@ -245,7 +245,7 @@ fn height<'a>(
 const MAX_BRACKET_DEPTH: usize = 128;
 
 /// The deepest bracket nesting of a GraphQL document, outside strings and
-/// comments: a scan of its bytes, before anything parses it.
+/// comments: a scan of its bytes, before the schema validates or runs it.
 fn bracket_depth(text: &str) -> usize {
     let bytes = text.as_bytes();
     let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);

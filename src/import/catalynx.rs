@@ -448,8 +448,8 @@ impl Fields<'_> {
     }
 
     /// A whole number; `12.0` is accepted, `12.5` is not. Digits are read
-    /// as an integer first: through a float, amounts from 2^53 on (which
-    /// the API takes, up to `i64::MAX`) would come back changed. Errors
+    /// as an integer first: through a float, whole numbers near and past
+    /// 2^53 would come back changed (the domain's rules then bound them). Errors
     /// quote the input's own text.
     fn integer(&self, name: &str) -> Result<Option<i64>, String> {
         // `shown` is the value as the input has it: text quoted, numbers bare.
