@@ -375,6 +375,16 @@ impl Loaders {
         }
     }
 
+    /// Forgets every value this request has loaded. The mutations of one
+    /// document run in order, and each one's result must show what the
+    /// ones before it wrote: a count or page loaded for an earlier result
+    /// would otherwise be answered again from here.
+    pub fn forget_loaded(&self) {
+        self.profiles.clear::<String>();
+        self.counts.clear::<CountKey>();
+        self.pages.clear::<PageKey>();
+    }
+
     pub async fn profile(&self, id: &str) -> Result<Option<profile::Model>, LoadError> {
         self.one(&self.profiles, id.to_owned()).await
     }

@@ -13,11 +13,12 @@ pub mod shape;
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition};
 use async_graphql::{Context, InputType, Name, Positioned};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Tag};
 use crate::config::ApiConfig;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::store::page::PageRequest;
+use loaders::Loaders;
 
 /// Schema-wide data every resolver can reach.
 pub struct ApiContext {
@@ -47,6 +48,14 @@ impl ApiContext {
             self.config.max_page_size,
         )
     }
+}
+
+/// What a write (or a write attempt: a commit reported as failed may still
+/// have been applied) leaves stale: the cached values of `tags`, and every
+/// value the request has loaded so far.
+pub async fn wrote(ctx: &Context<'_>, tags: &[Tag<'_>]) {
+    ApiContext::of(ctx).cache.invalidate(tags).await;
+    ctx.data_unchecked::<Loaders>().forget_loaded();
 }
 
 /// Most values a list of a filter may hold (`profileIds` excepted). Each

@@ -13,7 +13,7 @@ use super::loaders::{CountKey, Loaders};
 use super::profile::{
     Profile, apply, apply_required, optional, parse_batch, parse_search, stored_enum,
 };
-use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits};
+use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, wrote};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -687,12 +687,14 @@ impl OpportunityMutation {
             return Err(AppError::not_found("profile", &model.profile_id).extend());
         }
         let saved = opportunities::insert(&api.db.write, model.clone()).await;
-        api.cache
-            .invalidate(&[
+        wrote(
+            ctx,
+            &[
                 Tag::Opportunities,
                 Tag::ProfileOpportunities(&model.profile_id),
-            ])
-            .await;
+            ],
+        )
+        .await;
         Ok(Some(Opportunity(saved.gql()?)))
     }
 
@@ -727,7 +729,7 @@ impl OpportunityMutation {
         .await;
         let mut tags = vec![Tag::Opportunities];
         tags.extend(ids.iter().map(|id| Tag::ProfileOpportunities(id)));
-        api.cache.invalidate(&tags).await;
+        wrote(ctx, &tags).await;
         written.gql()?;
         Ok(Some(models.into_iter().map(Opportunity).collect()))
     }
@@ -740,7 +742,7 @@ impl OpportunityMutation {
         #[graphql(desc = "The opportunity's id.")] id: ID,
         #[graphql(desc = "The fields to change.")] input: UpdateOpportunityInput,
     ) -> Result<Option<Opportunity>> {
-        change_opportunity(ApiContext::of(ctx), &id, |model| input.apply_to(model)).await
+        change_opportunity(ctx, &id, |model| input.apply_to(model)).await
     }
 
     /// Moves an opportunity to another funnel stage.
@@ -751,7 +753,7 @@ impl OpportunityMutation {
         #[graphql(desc = "The opportunity's id.")] id: ID,
         #[graphql(desc = "The stage to move to.")] stage: Stage,
     ) -> Result<Option<Opportunity>> {
-        change_opportunity(ApiContext::of(ctx), &id, |model| {
+        change_opportunity(ctx, &id, |model| {
             model.current_stage = stage.as_str().to_owned();
             Ok(())
         })
@@ -781,9 +783,11 @@ impl OpportunityMutation {
         // Also after a failure past the read: a commit reported as failed
         // may still have been applied (a connection lost during COMMIT).
         if let Some(profile_id) = &parent {
-            api.cache
-                .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])
-                .await;
+            wrote(
+                ctx,
+                &[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)],
+            )
+            .await;
         }
         deleted.gql()?;
         Ok(Some(id))
@@ -793,10 +797,11 @@ impl OpportunityMutation {
 /// Loads an opportunity, applies `change`, writes it back in one transaction,
 /// and invalidates what depends on it.
 async fn change_opportunity(
-    api: &ApiContext,
+    ctx: &Context<'_>,
     id: &str,
     change: impl FnOnce(&mut opportunity::Model) -> AppResult<()>,
 ) -> Result<Option<Opportunity>> {
+    let api = ApiContext::of(ctx);
     let mut parent = None;
     let saved = async {
         let txn = api.db.begin_write().await?;
@@ -819,9 +824,11 @@ async fn change_opportunity(
     .await;
     // After any write attempt, also a failed one, as for deletes.
     if let Some(profile_id) = &parent {
-        api.cache
-            .invalidate(&[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)])
-            .await;
+        wrote(
+            ctx,
+            &[Tag::Opportunities, Tag::ProfileOpportunities(profile_id)],
+        )
+        .await;
     }
     Ok(Some(Opportunity(saved.gql()?)))
 }

@@ -15,7 +15,7 @@ use super::loaders::{CountKey, Hashed, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{
     OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
 };
-use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, parse_list};
+use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, parse_list, wrote};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -939,9 +939,7 @@ impl ProfileMutation {
         let model = input.into_model().gql()?;
         let api = ApiContext::of(ctx);
         let saved = profiles::insert(&api.db.write, model.clone()).await;
-        api.cache
-            .invalidate(&[Tag::Profiles, Tag::Profile(&model.id)])
-            .await;
+        wrote(ctx, &[Tag::Profiles, Tag::Profile(&model.id)]).await;
         Ok(Some(Profile(saved.gql()?)))
     }
 
@@ -964,7 +962,7 @@ impl ProfileMutation {
         .await;
         let mut tags = vec![Tag::Profiles];
         tags.extend(models.iter().map(|m| Tag::Profile(&m.id)));
-        api.cache.invalidate(&tags).await;
+        wrote(ctx, &tags).await;
         written.gql()?;
         Ok(Some(models.into_iter().map(Profile).collect()))
     }
@@ -1001,9 +999,7 @@ impl ProfileMutation {
         // After any write attempt, also a failed one: a commit reported as
         // failed may still have been applied.
         if written {
-            api.cache
-                .invalidate(&[Tag::Profiles, Tag::Profile(&id)])
-                .await;
+            wrote(ctx, &[Tag::Profiles, Tag::Profile(&id)]).await;
         }
         Ok(Some(Profile(saved.gql()?)))
     }
@@ -1018,14 +1014,16 @@ impl ProfileMutation {
         let api = ApiContext::of(ctx);
         let deleted = profiles::delete(&api.db.write, &id).await;
         // Its opportunities went with it (ON DELETE CASCADE).
-        api.cache
-            .invalidate(&[
+        wrote(
+            ctx,
+            &[
                 Tag::Profiles,
                 Tag::Profile(&id),
                 Tag::Opportunities,
                 Tag::ProfileOpportunities(&id),
-            ])
-            .await;
+            ],
+        )
+        .await;
         if deleted.gql()? {
             Ok(Some(id))
         } else {

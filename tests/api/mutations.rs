@@ -289,3 +289,52 @@ async fn batches_are_all_or_nothing(app: &TestApp) {
     assert_eq!(app.scalar("SELECT COUNT(*) FROM opportunities").await, 30);
 }
 on_both!(batches_are_all_or_nothing_, batches_are_all_or_nothing);
+
+/// The mutations of one document run in order, and each result shows what
+/// the ones before it wrote, also where an earlier result loaded the same
+/// counts, pages or profile.
+async fn each_mutation_sees_the_writes_before_it(app: &TestApp) {
+    let id = create_profile(app, json!({ "name": "Harbor Fund" })).await;
+    let doc = "mutation($id: ID!) {
+        a: createOpportunity(input: { profileId: $id, organizationName: \"First\" }) { profile { opportunitiesCount opportunities(first: 5) { nodes { organizationName } } } }
+        b: createOpportunity(input: { profileId: $id, organizationName: \"Second\" }) { profile { opportunitiesCount opportunities(first: 5) { nodes { organizationName } } } }
+        c: updateProfile(id: $id, input: { name: \"Harbor Trust\" }) { name opportunitiesCount }
+        d: createOpportunity(input: { profileId: $id, organizationName: \"Third\" }) { profile { name opportunitiesCount } }
+    }";
+    let data = app.data(doc, json!({ "id": id })).await;
+    let names = |v: &Value| -> Vec<String> {
+        v["opportunities"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["organizationName"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(data["a"]["profile"]["opportunitiesCount"], 1, "{data}");
+    assert_eq!(names(&data["a"]["profile"]), ["First"]);
+    assert_eq!(data["b"]["profile"]["opportunitiesCount"], 2, "{data}");
+    assert_eq!(names(&data["b"]["profile"]).len(), 2, "{data}");
+    assert_eq!(data["c"]["opportunitiesCount"], 2, "{data}");
+    assert_eq!(data["d"]["profile"]["name"], "Harbor Trust", "{data}");
+    assert_eq!(data["d"]["profile"]["opportunitiesCount"], 3, "{data}");
+
+    let gone = create_opportunity(
+        app,
+        json!({ "profileId": id, "organizationName": "Gone", "overallScore": 1.0 }),
+    )
+    .await;
+    let doc = "mutation($id: ID!, $gone: ID!) {
+        before: updateProfile(id: $id, input: { city: \"Salem\" }) { opportunitiesCount opportunities(first: 1) { nodes { organizationName } } }
+        deleteOpportunity(id: $gone)
+        after: updateProfile(id: $id, input: { city: \"Salem\" }) { opportunitiesCount opportunities(first: 1) { nodes { organizationName } } }
+    }";
+    let data = app.data(doc, json!({ "id": id, "gone": gone })).await;
+    assert_eq!(names(&data["before"]), ["Gone"], "{data}");
+    assert_eq!(data["before"]["opportunitiesCount"], 4, "{data}");
+    assert_ne!(names(&data["after"]), ["Gone"], "{data}");
+    assert_eq!(data["after"]["opportunitiesCount"], 3, "{data}");
+}
+on_both!(
+    each_mutation_sees_the_writes_before_it_,
+    each_mutation_sees_the_writes_before_it
+);
