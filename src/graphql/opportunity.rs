@@ -170,7 +170,8 @@ pub struct OpportunityFilterInput {
     rating_min: Option<i32>,
     /// Rating at most this (1 to 5).
     rating_max: Option<i32>,
-    /// Case-insensitive text found in the funder name, notes or tags.
+    /// Text found in the funder name, the notes or one of the tags, in any
+    /// case (SQLite folds ASCII letters only).
     search: Option<String>,
 }
 

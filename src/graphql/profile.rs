@@ -350,7 +350,9 @@ pub struct ProfileFilterInput {
     revenue_min: Option<Dollars>,
     /// Annual revenue at most this (whole dollars).
     revenue_max: Option<Dollars>,
-    /// Case-insensitive text found in the name, EIN or mission statement.
+    /// Text found in the name or mission statement, in any case (SQLite folds
+    /// ASCII letters only); a search of digits and dashes alone (`12-345`) is
+    /// also looked for in EINs.
     search: Option<String>,
 }
 

@@ -43,6 +43,11 @@ pub fn in_ids(backend: DatabaseBackend, expr: impl Into<SimpleExpr>, ids: &[Stri
 /// `LOWER` lowercases the column: SQLite's folds ASCII letters only, so a
 /// pattern with `é` for `É` would match no stored `École`.
 pub fn like_pattern(backend: DatabaseBackend, text: &str) -> LikeExpr {
+    LikeExpr::new(like_text(backend, text)).escape('\\')
+}
+
+/// The text of [`like_pattern`], for SQL written by hand: its escape character is `\`.
+pub fn like_text(backend: DatabaseBackend, text: &str) -> String {
     let text = text.trim();
     let lower = match backend {
         DatabaseBackend::Sqlite => text.to_ascii_lowercase(),
@@ -57,7 +62,7 @@ pub fn like_pattern(backend: DatabaseBackend, text: &str) -> LikeExpr {
         escaped.push(c);
     }
     escaped.push('%');
-    LikeExpr::new(escaped).escape('\\')
+    escaped
 }
 
 /// Raises the counter of writes made outside a server (an import, a seed),

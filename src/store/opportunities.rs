@@ -19,7 +19,7 @@ use crate::domain::{DbEnum, FundingSource, Priority, Stage};
 use crate::error::AppError;
 use crate::store::columns::Columns;
 use crate::store::page::{self, Fetched, PageRequest, SortKey, SortKind, SortValue};
-use crate::store::{IDS_PER_STATEMENT, in_ids, like_pattern};
+use crate::store::{IDS_PER_STATEMENT, in_ids, like_pattern, like_text};
 
 /// A score bound in 0..=1; compared and hashed by its bits so filters can be map keys.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -110,15 +110,42 @@ impl OpportunityFilter {
                         lower(Expr::col((opportunity::Entity, C::OrganizationName)))
                             .like(pattern.clone()),
                     )
-                    .add(lower(Expr::col((opportunity::Entity, C::Notes))).like(pattern.clone()))
-                    .add(
-                        lower(Expr::col((opportunity::Entity, C::Tags)).cast_as("TEXT"))
-                            .like(pattern),
-                    ),
+                    .add(lower(Expr::col((opportunity::Entity, C::Notes))).like(pattern))
+                    .add(tag_contains(backend, search)),
             );
         }
         cond
     }
+}
+
+/// True where one of the tags contains `search` (case-insensitively). Each
+/// tag's text is matched, not the JSON list holding them, whose brackets,
+/// quotes and commas matched every row. The JSON text contains whatever a
+/// tag contains unless JSON escaped it (quotes, backslashes, control
+/// characters), so without those the plain `LIKE` over it runs first: a
+/// search scans every row, and the tags of most rows are then never parsed.
+fn tag_contains(backend: DatabaseBackend, search: &str) -> SimpleExpr {
+    let tags = r#""opportunities"."tags""#;
+    // Placeholders of custom SQL are `$N` for PostgreSQL (sea-query renumbers
+    // them within the statement) and `?` for SQLite.
+    let sql = match backend {
+        DatabaseBackend::Postgres => format!(
+            r#"EXISTS (SELECT 1 FROM jsonb_array_elements_text({tags}) AS "tag"("value") WHERE LOWER("value") LIKE $1 ESCAPE $2)"#
+        ),
+        _ => format!(
+            r#"EXISTS (SELECT 1 FROM json_each({tags}) WHERE LOWER("value") LIKE ? ESCAPE ?)"#
+        ),
+    };
+    let exact = Expr::cust_with_values(sql, [like_text(backend, search), "\\".to_owned()]);
+    if search
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        return exact;
+    }
+    Func::lower(Expr::col((opportunity::Entity, opportunity::Column::Tags)).cast_as("TEXT"))
+        .like(like_pattern(backend, search))
+        .and(exact)
 }
 
 /// What opportunity lists can be sorted by.

@@ -81,8 +81,11 @@ impl ProfileFilter {
             let mut any = Condition::any()
                 .add(lower(C::Name).like(pattern.clone()))
                 .add(lower(C::MissionStatement).like(pattern));
+            // EINs are stored as nine digits and written `12-3456789`: a
+            // search of digits and dashes alone is looked for among them
+            // too. Digits inside other text ("Route 66") are not an EIN.
             let digits: String = search.chars().filter(|c| c.is_ascii_digit()).collect();
-            if !digits.is_empty() {
+            if !digits.is_empty() && search.chars().all(|c| c.is_ascii_digit() || c == '-') {
                 any = any.add(C::Ein.like(like_pattern(backend, &digits)));
             }
             cond = cond.add(any);

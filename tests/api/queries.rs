@@ -695,6 +695,53 @@ on_both!(
     search_text_is_data_never_sql
 );
 
+/// A search finds text where it is, not in how it is stored: digits in a
+/// phrase are not looked for among EINs, and tags are matched one by one,
+/// not as the JSON list that holds them.
+async fn search_matches_values_not_their_storage(app: &TestApp) {
+    let route = create_profile(app, json!({ "name": "Route 66 Arts" })).await;
+    create_profile(app, json!({ "name": "Harbor Fund", "ein": "66-0443477" })).await;
+    let profiles = |s: &'static str| async move {
+        app.data(PROFILE_PAGE, json!({ "f": { "search": s }, "first": 10 }))
+            .await["profiles"]["totalCount"]
+            .clone()
+    };
+    assert_eq!(
+        profiles("Route 66").await,
+        1,
+        "the phrase, not EINs with 66"
+    );
+    assert_eq!(profiles("66").await, 2, "digits alone: names and EINs");
+    assert_eq!(profiles("66-0443").await, 1, "part of an EIN as written");
+
+    for tags in [json!([]), json!(["say \"hi\"", "urban"]), json!(["a,b"])] {
+        create_opportunity(
+            app,
+            json!({ "profileId": route, "organizationName": "Funder", "tags": tags }),
+        )
+        .await;
+    }
+    let opportunities = |s: &'static str| async move {
+        app.data(
+            "query($s: String) { opportunities(filter: { search: $s }) { totalCount } }",
+            json!({ "s": s }),
+        )
+        .await["opportunities"]["totalCount"]
+            .clone()
+    };
+    assert_eq!(opportunities("[").await, 0, "JSON brackets are no tag");
+    assert_eq!(opportunities("\"").await, 1, "a quote inside a tag");
+    assert_eq!(opportunities("SAY \"HI\"").await, 1);
+    assert_eq!(opportunities("\\\"hi").await, 0, "JSON escapes are no tag");
+    assert_eq!(opportunities("\",\"").await, 0, "nor what separates tags");
+    assert_eq!(opportunities("a,b").await, 1, "a comma inside a tag");
+    assert_eq!(opportunities("URB").await, 1);
+}
+on_both!(
+    search_matches_values_not_their_storage_,
+    search_matches_values_not_their_storage
+);
+
 /// Names sort alphabetically whatever their case (imported names are often
 /// all capitals), ties by id, and pages walked either way through cursors
 /// agree with one page of everything; so do funders' names.
