@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
-use async_graphql::{CacheControl, Variables};
+use async_graphql::{CacheControl, ErrorExtensions, Variables};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::caching::{self, Cacheability};
 use super::negotiate::{self, ResponseFormat};
@@ -281,6 +282,34 @@ fn failed(state: &AppState, error: AppError) -> Outcome {
     }
 }
 
+/// Runs a mutation in a task of its own, which goes on when the request is
+/// dropped (the client went away, the request timed out): dropped between
+/// its COMMIT and the invalidation after it, a write was kept while every
+/// replica went on serving what it replaced until the entries expired.
+async fn run_to_the_end(
+    state: &AppState,
+    principal: &Principal,
+    request: async_graphql::Request,
+) -> async_graphql::Response {
+    let state = state.clone();
+    let principal = principal.clone();
+    let task = tokio::spawn(
+        async move { state.execute_synced(request, &principal).await }
+            .instrument(tracing::Span::current()),
+    );
+    match task.await {
+        Ok(response) => response,
+        // A panic stays the request's own, as if the mutation had run inline.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down under it.
+        Err(_) => async_graphql::Response::from_errors(vec![
+            AppError::Unavailable("the server is shutting down; retry".into())
+                .extend()
+                .into_server_error(async_graphql::Pos::default()),
+        ]),
+    }
+}
+
 async fn run(
     state: &AppState,
     principal: &Principal,
@@ -378,7 +407,11 @@ async fn run(
     // Notes the cached values the query uses: its response is kept no
     // longer than the first of them may be served.
     let used = keep.as_ref().map(|_| Freshness::new());
-    let response = Freshness::scope(used.clone(), state.execute_synced(request, principal)).await;
+    let response = if kind == Some(OperationType::Mutation) {
+        run_to_the_end(state, principal, request).await
+    } else {
+        Freshness::scope(used.clone(), state.execute_synced(request, principal)).await
+    };
     let elapsed = started.elapsed();
 
     let request_error = response.data == async_graphql::Value::Null

@@ -854,3 +854,51 @@ async fn postgres_restart_under_load_fails_fast_and_recovers() {
     );
     server.stop().await.unwrap();
 }
+
+/// A mutation whose client gives up while its COMMIT runs is kept, and so is
+/// the invalidation after it: reads show the write at once, not once the
+/// entries holding what it replaced expire. A deferred trigger makes
+/// PostgreSQL's COMMIT take a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_client_left_during_its_commit_is_not_served_stale() {
+    let Some(app) = crate::helpers::spawn_app_on(Backend::Postgres, Default::default()).await
+    else {
+        return;
+    };
+    let id = create_profile(&app, json!({ "name": "Before" })).await;
+    let read = "query($id: ID!) { profile(id: $id) { name } }";
+    let name = || async { app.data(read, json!({ "id": id })).await["profile"]["name"].clone() };
+    assert_eq!(name().await, "Before", "now cached");
+    app.db
+        .write
+        .execute_unprepared(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON profiles
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let gave_up = app
+        .client
+        .post(app.url("/graphql"))
+        .bearer_auth(EDITOR_KEY)
+        .timeout(Duration::from_millis(300))
+        .json(&json!({
+            "query": "mutation($id: ID!) { updateProfile(id: $id, input: { name: \"After\" }) { name } }",
+            "variables": { "id": id },
+        }))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client left before the answer");
+    let committed = "SELECT COUNT(*) FROM profiles WHERE name = 'After'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.scalar(committed).await == 0 {
+        assert!(Instant::now() < deadline, "the write was not kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The invalidation follows the COMMIT in the same task.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(name().await, "After");
+    app.finish().await;
+}
