@@ -3,10 +3,10 @@
 //!
 //! # Coherence across replicas
 //! - Generations live in Redis (`clx:gen:SLOT`). A write runs one Lua script
-//!   that increments the generations of the tags it touched, increments the
-//!   global `clx:epoch`, appends `epoch|slot:generation,...` to the stream
-//!   `clx:inval` (its id is the epoch) and publishes the same text. The
-//!   write's response waits for the script.
+//!   that increments the global `clx:epoch`, sets the generations of the
+//!   tags it touched to it, appends `epoch|slot:generation,...` to the
+//!   stream `clx:inval` (its id is the epoch) and publishes the same text.
+//!   The write's response waits for the script.
 //! - Each replica mirrors the generations locally. Pub/sub pushes changes
 //!   promptly; in addition, every request first reads `clx:epoch` (one round
 //!   trip) and, when it moved, replays the stream from the last epoch seen.
@@ -34,15 +34,28 @@ const VALUE_PREFIX: &str = "clx:v:";
 /// Stream entries kept: a replica further behind than this reloads everything.
 const STREAM_LEN: u64 = 100_000;
 
-/// Increments each slot's generation and the epoch, records and publishes
-/// the change; returns the payload.
+/// Increments the epoch, sets each slot's generation to it, records and
+/// publishes the change; returns the payload. A generation taken from the
+/// epoch rises past every value its slot had, also when its key was lost
+/// (evicted, deleted): a counter of its own would start again at 1, under
+/// the generation that entries written before were kept with, and they would
+/// be served again. For the same reason the epoch never falls back below the
+/// stream's last entry.
 const INVALIDATE: &str = r#"
+local epoch = redis.call('INCR', KEYS[2])
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]
+if last then
+  local top = tonumber(string.match(last[1], '^%d+'))
+  if top >= epoch then
+    epoch = top + 1
+    redis.call('SET', KEYS[2], epoch)
+  end
+end
 local pairs = {}
 for i, slot in ipairs(ARGV) do
-  local generation = redis.call('INCR', KEYS[1] .. slot)
-  pairs[#pairs + 1] = slot .. ':' .. generation
+  redis.call('SET', KEYS[1] .. slot, epoch)
+  pairs[#pairs + 1] = slot .. ':' .. epoch
 end
-local epoch = redis.call('INCR', KEYS[2])
 local payload = epoch .. '|' .. table.concat(pairs, ',')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV_LEN, epoch .. '-0', 'p', payload)
 redis.call('PUBLISH', KEYS[4], payload)
@@ -69,6 +82,24 @@ pub fn parse_change(payload: &str) -> Option<Change> {
         epoch: epoch.parse().ok()?,
         generations,
     })
+}
+
+/// Warns when Redis may evict keys without a TTL (the epoch, generations and
+/// stream), each time costing every replica a reload of its caches. Quiet
+/// where `CONFIG` is refused, as managed services often do.
+async fn warn_of_eviction(conn: &mut ConnectionManager) {
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    if let Ok(pair) = policy
+        && let Some(policy) = pair.get(1).filter(|p| p.starts_with("allkeys-"))
+    {
+        tracing::warn!(
+            "Redis evicts by {policy}: the cache's epoch, generations and stream, which have no TTL, may be evicted, and every replica then reloads its caches; set maxmemory-policy to volatile-lru"
+        );
+    }
 }
 
 pub struct SharedTier {
@@ -112,6 +143,7 @@ impl SharedTier {
             .set_response_timeout(Some(Duration::from_millis(500)))
             .set_number_of_retries(1);
         let conn = client.get_connection_manager_with_config(config).await?;
+        warn_of_eviction(&mut conn.clone()).await;
         let script =
             redis::Script::new(&INVALIDATE.replace("ARGV_LEN", &format!("'{STREAM_LEN}'")));
         Ok(Self {
@@ -157,12 +189,15 @@ impl SharedTier {
         };
         let same_redis = instance.is_some()
             && *self.instance.lock().unwrap_or_else(|p| p.into_inner()) == instance;
-        if self.healthy() && same_redis && remote == self.epoch.load(Ordering::Acquire) {
+        let local = self.epoch.load(Ordering::Acquire);
+        if self.healthy() && same_redis && remote == local {
             return Sync::Current;
         }
         let _guard = self.syncing.lock().await;
-        let result = if self.healthy() && same_redis {
-            self.replay(mirror).await
+        // An epoch behind the mirror's was lost in Redis, and generations
+        // written after it may repeat ones already seen: start again.
+        let result = if self.healthy() && same_redis && remote > local {
+            self.replay(mirror, remote).await
         } else {
             Err(None)
         };
@@ -172,8 +207,9 @@ impl SharedTier {
                 self.mark_down(&e);
                 Sync::Unavailable
             }
-            // Unhealthy before, a Redis that restarted empty, or a stream that
-            // no longer reaches back far enough: reload everything.
+            // Unhealthy before, a Redis that restarted empty or lost its
+            // epoch, or a stream that no longer holds every change since the
+            // mirror's epoch: reload everything.
             Err(None) => match self.reload(mirror).await {
                 Ok(()) => {
                     self.healthy.store(true, Ordering::Release);
@@ -188,9 +224,14 @@ impl SharedTier {
         }
     }
 
-    /// Applies stream entries after the local epoch. `Err(None)` when entries
-    /// are missing (trimmed), `Err(Some)` when Redis failed.
-    async fn replay(&self, mirror: &impl Mirror) -> Result<(), Option<redis::RedisError>> {
+    /// Applies stream entries after the local epoch, up to `target` at
+    /// least. `Err(None)` when entries are missing (trimmed, or the stream
+    /// lost), `Err(Some)` when Redis failed.
+    async fn replay(
+        &self,
+        mirror: &impl Mirror,
+        target: u64,
+    ) -> Result<(), Option<redis::RedisError>> {
         let mut conn = self.conn.clone();
         let from = self.epoch.load(Ordering::Acquire);
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -215,6 +256,9 @@ impl SharedTier {
                 mirror.raise(*slot, *generation);
             }
             self.epoch.store(change.epoch, Ordering::Release);
+        }
+        if self.epoch.load(Ordering::Acquire) < target {
+            return Err(None);
         }
         Ok(())
     }
@@ -266,10 +310,11 @@ impl SharedTier {
             }
             cursor = next;
         }
-        self.epoch.store(epoch.unwrap_or(0), Ordering::Release);
+        let epoch = epoch.unwrap_or(0);
+        self.epoch.store(epoch, Ordering::Release);
         *self.instance.lock().unwrap_or_else(|p| p.into_inner()) = instance;
         // Writes that landed during the scan are in the stream.
-        self.replay(mirror).await.map_err(|e| {
+        self.replay(mirror, epoch).await.map_err(|e| {
             e.unwrap_or_else(|| {
                 redis::RedisError::from((
                     redis::ErrorKind::Io,

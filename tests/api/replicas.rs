@@ -302,6 +302,67 @@ async fn an_entry_copied_between_replicas_keeps_its_expiry() {
     db.cleanup().await;
 }
 
+/// Generations lost in Redis (evicted under an `allkeys-*` policy, or
+/// deleted) do not bring back what a write replaced, on either replica: the
+/// next write's generation rises past what they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_generations_were_lost_are_read_everywhere() {
+    let Some(setup) = two_replicas().await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let (a, b) = (setup.a.addr, setup.b.addr);
+    let id = data(&client, a, CREATE, json!({ "input": { "name": "Name 0" } })).await
+        ["createProfile"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rename = "mutation($id: ID!, $name: String!) { updateProfile(id: $id, input: { name: $name }) { id } }";
+    let read = "query($id: ID!) { profile(id: $id) { name } }";
+    // Its slot's generation climbs past 1, and both replicas cache the name.
+    for n in 1..=3 {
+        let name = format!("Name {n}");
+        data(&client, a, rename, json!({ "id": id, "name": name })).await;
+    }
+    for replica in [a, b] {
+        for _ in 0..2 {
+            assert_eq!(
+                data(&client, replica, read, json!({ "id": id })).await["profile"]["name"],
+                "Name 3"
+            );
+        }
+    }
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", setup.redis_port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("clx:gen:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    data(&client, a, rename, json!({ "id": id, "name": "Name 4" })).await;
+    for replica in [a, b] {
+        assert_eq!(
+            data(&client, replica, read, json!({ "id": id })).await["profile"]["name"],
+            "Name 4",
+            "replica {replica}"
+        );
+    }
+    drop(setup.a);
+    drop(setup.b);
+    drop(setup.redis);
+    setup.db.cleanup().await;
+}
+
 /// Calls of `command` so far on the Redis at `port` (`INFO commandstats`).
 async fn redis_calls(port: u16, command: &str) -> u64 {
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
