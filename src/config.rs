@@ -197,6 +197,10 @@ pub struct HttpConfig {
     /// Seconds a request may take before it is answered 408.
     #[arg(long, env = "CATALYNX_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's head, and stay idle
+    /// between requests, before it is closed.
+    #[arg(long, env = "CATALYNX_HEAD_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub head_timeout_secs: u64,
     /// Browser origins allowed to call the API (CORS), comma-separated, e.g.
     /// `https://app.example.org`; `*` allows any origin; none: same origin only.
     #[arg(long, env = "CATALYNX_CORS_ORIGINS", value_delimiter = ',')]

@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 
 use crate::auth::{Access, Principal, Role};
@@ -262,7 +264,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     shutdown: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -293,8 +295,9 @@ impl RunningServer {
                 .clone()
                 .follow_external_writes(state.db().read.clone())
         });
+        let head_timeout = Duration::from_secs(config.http.head_timeout_secs);
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let serve = crate::http::listen::serve(listener, router, head_timeout, async move {
                 let _ = signal.await;
             });
             // The poll lasts as long as the server.
@@ -317,7 +320,7 @@ impl RunningServer {
     /// Stops accepting connections, finishes in-flight requests, and returns.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(());
-        self.task.await??;
+        self.task.await?;
         // No request runs any more: the persistent cache matches the database.
         self.state.cache().seal(self.state.db()).await;
         Ok(())

@@ -6,6 +6,7 @@ pub mod apq;
 pub mod caching;
 pub mod graphql;
 pub mod limits;
+pub mod listen;
 pub mod negotiate;
 pub mod observe;
 pub mod ops;

@@ -940,6 +940,65 @@ async fn requests_that_take_too_long_get_408() {
     app.finish().await;
 }
 
+/// Reads until the server closes `stream`, or fails after `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Duration {
+    let started = std::time::Instant::now();
+    let mut buffer = vec![0; 1024];
+    loop {
+        let read = tokio::time::timeout(limit, stream.read(&mut buffer))
+            .await
+            .expect("closed before the test's own timeout");
+        if matches!(read, Ok(0) | Err(_)) {
+            return started.elapsed();
+        }
+    }
+}
+
+/// A connection must send a whole request head within the head timeout,
+/// however it trickles it, and may not sit idle longer: slow clients hold
+/// no socket for ever. The server also stops while one is half-sent.
+#[tokio::test]
+async fn heads_sent_slowly_and_idle_connections_are_closed() {
+    let app = spawn_http_app(HttpConfig {
+        head_timeout_secs: 1,
+        ..HttpConfig::default()
+    })
+    .await;
+    let mut trickling = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    trickling
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        for i in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if trickling
+                .write_all(format!("X-Line-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        trickling
+    });
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let waited = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    let mut trickling = trickle.await.unwrap();
+    closed_within(&mut trickling, Duration::from_secs(5)).await;
+
+    // One more half-sent head does not hold the shutdown past its timeout.
+    let mut half = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(5), app.finish())
+        .await
+        .expect("stopped with a head half-sent");
+}
+
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
     let app = spawn_http_app(HttpConfig {
