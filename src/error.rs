@@ -210,6 +210,8 @@ enum DbFault {
     ReadOnly,
     /// Out of disk or memory.
     Full,
+    /// Cancelled by PostgreSQL's statement timeout (`--pg-statement-timeout-ms`).
+    TimedOut,
     /// A value the database refuses to store or compare (PostgreSQL's data
     /// exceptions: out of range, a character it cannot hold). Input is
     /// validated before it gets there; this keeps whatever slips through a
@@ -252,6 +254,7 @@ impl DbFault {
                 match code.as_ref() {
                     "25006" => Some(Self::ReadOnly), // read_only_sql_transaction (a standby)
                     "55P03" | "40P01" => Some(Self::Busy), // lock_not_available, deadlock
+                    "57014" => Some(Self::TimedOut), // query_canceled
                     c if c.starts_with("08") || c.starts_with("57P") => {
                         Some(Self::Unreachable) // connection exception, shutting down
                     }
@@ -276,6 +279,10 @@ impl From<DbFault> for AppError {
             DbFault::Full => {
                 Self::Unavailable("the database is out of space or memory; retry later".into())
             }
+            DbFault::TimedOut => Self::Unavailable(
+                "the database did not answer within the statement timeout; narrow the request or retry later"
+                    .into(),
+            ),
             DbFault::Unstorable => Self::bad_input(
                 "a value is out of the range or holds a character the database cannot store",
             ),

@@ -8,7 +8,7 @@ use catalynx::config::{DbConfig, SecurityConfig, ServeConfig};
 use catalynx::db::Db;
 use catalynx::server::RunningServer;
 use reqwest::StatusCode;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -208,10 +208,7 @@ async fn spawn_with_slots(slots: usize) -> TestApp {
 async fn overload_is_shed_with_503_and_retry_after() {
     let app = spawn_with_slots(2).await;
     // Two writes that cannot finish while the test holds the writer.
-    let held = {
-        use sea_orm::TransactionTrait;
-        app.db.write.begin().await.unwrap()
-    };
+    let held = app.db.write.begin().await.unwrap();
     let client = reqwest::Client::new();
     let writes: Vec<_> = (0..2)
         .map(|i| {
@@ -901,4 +898,38 @@ async fn a_write_whose_client_left_during_its_commit_is_not_served_stale() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(name().await, "After");
     app.finish().await;
+}
+
+/// A statement cancelled by PostgreSQL's statement timeout (here waiting on
+/// a lock another session holds) is the database's unavailability, not a
+/// bug: 503 SERVICE_UNAVAILABLE, which a client may retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_past_the_timeout_are_unavailable_not_internal() {
+    let Some(test_db) = crate::helpers::TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    test_db.connect().await;
+    let mut config = test_db.config();
+    config.pg_statement_timeout_ms = 300;
+    let db = Db::connect(&config).await.unwrap();
+    let server = RunningServer::start(db, &serve_config()).await.unwrap();
+    let holder = sea_orm::Database::connect(&test_db.url).await.unwrap();
+    let lock = holder.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/graphql", server.addr))
+        .json(&json!({ "query": "{ profiles(first: 1) { nodes { id } } }" }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE",
+        "{body}"
+    );
+    lock.rollback().await.unwrap();
+    server.stop().await.unwrap();
+    test_db.cleanup().await;
 }
