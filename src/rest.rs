@@ -12,8 +12,9 @@
 
 use async_graphql::CacheControl;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::get;
 use entity::{opportunity, profile};
@@ -220,10 +221,25 @@ async fn list_profiles_database(
     profiles(&state, &headers, raw, Some("database_optimized")).await
 }
 
+/// The id in the path. axum answers a path it cannot decode (`%FF`) in
+/// plain text; this answers it as every other bad request here.
+struct IdPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Self(id))
+            .map_err(|e| AppError::bad_input(e.body_text()))
+    }
+}
+
 async fn get_profile(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
 ) -> AppResult<Response> {
     let cache = state.cache();
     cache.sync().await;
@@ -242,7 +258,7 @@ async fn get_profile(
 async fn list_opportunities(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     RawQuery(raw): RawQuery,
 ) -> AppResult<Response> {
     let params = Params::parse(raw)?;

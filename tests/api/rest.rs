@@ -291,6 +291,8 @@ async fn query_parameters_are_validated() {
         "/api/profiles/database?limit=-5",
         "/api/profiles/x/opportunities?stage=won",
         "/api/profiles/x/opportunities?limit=1000",
+        "/api/profiles/%FF",
+        "/api/profiles/%FF/opportunities",
     ] {
         let (status, body) = get_json(&app, path).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
