@@ -10,9 +10,11 @@
 //!
 //! Validation: a row is rejected when its EIN is not 9 digits, its NAME is
 //! blank, its STATE is set but not a US state code, or it has the wrong
-//! number of fields. A blank STATE, a blank or malformed NTEE_CD and a blank,
-//! non-numeric or negative REVENUE_AMT only leave that field empty: the
-//! organisation is still worth having. Bytes that are not UTF-8 are replaced
+//! number of fields, or its NAME is longer than the API takes (300
+//! characters). A blank STATE, a blank or malformed NTEE_CD, a CITY longer
+//! than 300 characters, and a blank, non-numeric, negative or too large
+//! REVENUE_AMT (past 2^53 - 1, which the API's `Dollars` cannot carry) only
+//! leave that field empty: the organisation is still worth having. Bytes that are not UTF-8 are replaced
 //! (U+FFFD) rather than rejected, for the same reason.
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +32,10 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait
 use super::{Counts, CrlfToLf, ImportReport, Input, Position, Unit, progress_bar};
 use crate::config::ImportOptions;
 use crate::db::Db;
-use crate::domain::{DbEnum, Ein, NteeCode, OrganizationType, ProfileStatus, StateCode};
+use crate::domain::{
+    DbEnum, Ein, MAX_AMOUNT, MAX_NAME_CHARS, NteeCode, OrganizationType, ProfileStatus, StateCode,
+    parse_text,
+};
 use crate::store::{IDS_PER_STATEMENT, bulk, in_ids, new_id, now};
 
 /// The EO BMF header, exactly; a file with another header is refused whole.
@@ -106,6 +111,7 @@ impl BmfRow {
         if name.is_empty() {
             return Err("NAME is blank".to_owned());
         }
+        let name = parse_text("NAME", &name, MAX_NAME_CHARS).map_err(|e| e.to_string())?;
         let state = match blank_to_none(field(STATE)) {
             Some(state) => Some(
                 StateCode::parse(&state)
@@ -114,14 +120,17 @@ impl BmfRow {
             ),
             None => None,
         };
-        let annual_revenue = field(REVENUE_AMT).parse::<i64>().ok().filter(|v| *v >= 0);
+        let annual_revenue = field(REVENUE_AMT)
+            .parse::<i64>()
+            .ok()
+            .filter(|v| (0..=MAX_AMOUNT).contains(v));
         let ntee_codes = NteeCode::parse(&field(NTEE_CD))
             .map(|code| vec![code.into_inner()])
             .unwrap_or_default();
         Ok(Self {
             ein,
             name,
-            city: blank_to_none(field(CITY)),
+            city: blank_to_none(field(CITY)).filter(|c| c.chars().count() <= MAX_NAME_CHARS),
             state,
             annual_revenue,
             ntee_codes,
@@ -394,6 +403,24 @@ mod tests {
             (row.state, row.annual_revenue, row.ntee_codes),
             (None, None, vec![])
         );
+        // Past what the API's amounts and texts carry: a row exported from
+        // here must import again through the API's own rules.
+        let long = "C".repeat(301);
+        let row = BmfRow::parse(&record(&[
+            (EIN, "010000001"),
+            (NAME, "X"),
+            (CITY, &long),
+            (REVENUE_AMT, "9007199254740992"),
+        ]))
+        .unwrap();
+        assert_eq!((row.city, row.annual_revenue), (None, None));
+        let at_most = BmfRow::parse(&record(&[
+            (EIN, "010000001"),
+            (NAME, "X"),
+            (REVENUE_AMT, "9007199254740991"),
+        ]))
+        .unwrap();
+        assert_eq!(at_most.annual_revenue, Some(9_007_199_254_740_991));
         let reason = |fields: &[(usize, &str)]| BmfRow::parse(&record(fields)).unwrap_err();
         assert!(reason(&[(EIN, "1234"), (NAME, "X")]).contains("invalid EIN"));
         assert!(reason(&[(EIN, "010000001"), (NAME, " ")]).contains("NAME is blank"));
@@ -401,6 +428,10 @@ mod tests {
             reason(&[(EIN, "010000001"), (NAME, "X"), (STATE, "ZZ")]).contains("invalid state")
         );
         assert!(reason(&[(EIN, "010000001"), (NAME, "X\0Y")]).contains("NUL"));
+        assert!(
+            reason(&[(EIN, "010000001"), (NAME, &"N".repeat(301))])
+                .contains("longer than 300 characters")
+        );
         let short = csv::ByteRecord::from(vec!["010000001", "X"]);
         assert_eq!(
             BmfRow::parse(&short).unwrap_err(),
