@@ -54,6 +54,17 @@ pub enum Position {
     Row { table: &'static str, rowid: i64 },
 }
 
+impl Position {
+    /// Where the row comes in its source: lines in order; a database's
+    /// profiles, read first, before its opportunities.
+    fn order(&self) -> (u8, i64) {
+        match *self {
+            Self::Line(line) => (0, line as i64),
+            Self::Row { table, rowid } => (u8::from(table != "profiles"), rowid),
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -83,10 +94,12 @@ impl fmt::Display for Reject {
 pub struct ImportReport {
     pub profiles: Counts,
     pub opportunities: Counts,
-    /// The first rejected rows, up to the configured number.
+    /// The first rejected rows in input order, up to the configured number.
     pub rejects: Vec<Reject>,
     pub seconds: f64,
     shown: usize,
+    /// Sources in the order they were read, so rejects sort by file first.
+    sources: Vec<String>,
     started: Instant,
 }
 
@@ -98,23 +111,46 @@ impl ImportReport {
             rejects: Vec::new(),
             seconds: 0.0,
             shown,
+            sources: Vec::new(),
             started: Instant::now(),
         }
     }
 
     /// Keeps the details of the first rejects only: a file of bad rows must
     /// not fill memory. The count in [`Counts::rejected`] is kept by the caller.
+    /// "First" is by place in the input, not by when a row was refused: a
+    /// conflict shows only when its batch is written, after rows read later
+    /// were refused on sight.
     fn reject(&mut self, source: &str, position: Position, reason: impl Into<String>) {
+        if !self.sources.iter().any(|s| s == source) {
+            self.sources.push(source.to_owned());
+        }
+        let reject = Reject {
+            source: source.to_owned(),
+            position,
+            reason: reason.into(),
+        };
         if self.rejects.len() < self.shown {
-            self.rejects.push(Reject {
-                source: source.to_owned(),
-                position,
-                reason: reason.into(),
-            });
+            self.rejects.push(reject);
+            return;
+        }
+        let last = (0..self.rejects.len()).max_by_key(|&i| self.place(&self.rejects[i]));
+        if let Some(last) = last
+            && self.place(&reject) < self.place(&self.rejects[last])
+        {
+            self.rejects[last] = reject;
         }
     }
 
+    fn place(&self, reject: &Reject) -> (usize, (u8, i64)) {
+        let source = self.sources.iter().position(|s| *s == reject.source);
+        (source.unwrap_or(usize::MAX), reject.position.order())
+    }
+
     fn finish(mut self) -> Self {
+        let mut rejects = std::mem::take(&mut self.rejects);
+        rejects.sort_by_key(|r| self.place(r));
+        self.rejects = rejects;
         self.seconds = self.started.elapsed().as_secs_f64();
         self
     }
@@ -386,7 +422,26 @@ impl<R: Read> Read for CrlfToLf<R> {
 mod tests {
     use std::io::Read;
 
-    use super::CrlfToLf;
+    use super::{CrlfToLf, ImportReport, Position};
+
+    /// The rows listed are the first ones in the input whenever they were
+    /// refused, files in the order read.
+    #[test]
+    fn rejects_listed_are_the_first_in_the_input() {
+        let mut report = ImportReport::new(3);
+        for (source, line) in [("a.csv", 9), ("a.csv", 7), ("a.csv", 12), ("b.csv", 1)] {
+            report.reject(source, Position::Line(line), "late");
+        }
+        // A conflict found when its batch was written, after line 12.
+        report.reject("a.csv", Position::Line(2), "conflict");
+        let listed: Vec<String> = report
+            .finish()
+            .rejects
+            .iter()
+            .map(|r| format!("{} {}", r.source, r.position))
+            .collect();
+        assert_eq!(listed, ["a.csv line 2", "a.csv line 7", "a.csv line 9"]);
+    }
 
     fn convert(input: &[u8], chunk: usize) -> Vec<u8> {
         let mut reader = CrlfToLf::new(input);
