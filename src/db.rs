@@ -216,6 +216,20 @@ impl Db {
 /// (`IMMEDIATE`), waiting up to the busy timeout for it: a deferred one
 /// that reads first and writes later fails at once with `database is
 /// locked` when another connection wrote in between, whatever the timeout.
+/// A write transaction that first holds off every other writer of
+/// `profiles` until it ends, for writes that read which EINs are taken and
+/// then write (imports): on PostgreSQL a profile inserted by another writer
+/// between the two failed the whole import on the unique EIN. SQLite's write
+/// transactions exclude each other already.
+pub async fn begin_profiles_write(db: &Db) -> Result<DatabaseTransaction, DbErr> {
+    let txn = db.begin_write().await?;
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        txn.execute_unprepared("LOCK TABLE profiles IN SHARE ROW EXCLUSIVE MODE")
+            .await?;
+    }
+    Ok(txn)
+}
+
 pub async fn begin_write(conn: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     match conn.get_database_backend() {
         DatabaseBackend::Sqlite => {

@@ -300,7 +300,7 @@ impl Batch {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let txn = db.begin_write().await?;
+        let txn = crate::db::begin_profiles_write(db).await?;
         let eins: Vec<String> = self.eins.drain().collect();
         let existing = by_ein(&txn, &eins).await?;
         let now = now();

@@ -772,7 +772,7 @@ impl Batch {
         }
         self.ids.clear();
         let written = report.profiles.written() + report.opportunities.written();
-        let txn = db.begin_write().await?;
+        let txn = crate::db::begin_profiles_write(db).await?;
 
         let ids: Vec<String> = self.profiles.iter().map(|(_, p)| p.id.clone()).collect();
         let existing: HashMap<String, profile::Model> = profiles::by_ids(&txn, &ids)

@@ -1489,3 +1489,35 @@ async fn empty_files_import_nothing_and_byte_order_marks_are_skipped() {
     let report = bmf::import(&db, &[bmf_bom], &options()).await.unwrap();
     assert_eq!(report.profiles, counts(11, 7, 0, 0, 4));
 }
+
+/// Imports running at once, of the same rows, both finish: each batch holds
+/// the other writers of profiles off between reading which EINs are taken
+/// and writing (on PostgreSQL a profile inserted in between failed the
+/// whole import on the unique EIN).
+async fn imports_running_at_once_both_finish(backend: Backend) {
+    let Some(test_db) = TestDb::new(backend).await else {
+        return;
+    };
+    let db = test_db.connect().await;
+    let files = [PathBuf::from(SAMPLE)];
+    let options = ImportOptions {
+        batch_size: 1,
+        ..options()
+    };
+    for _ in 0..5 {
+        let (a, b) = tokio::join!(
+            bmf::import(&db, &files, &options),
+            bmf::import(&db, &files, &options)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.profiles.rejected, 4);
+        assert_eq!(b.profiles.rejected, 4);
+    }
+    assert_eq!(
+        profile::Entity::find().count(&db.read).await.unwrap(),
+        7,
+        "each EIN once"
+    );
+    test_db.cleanup().await;
+}
+on_sqlite_and_postgres!(concurrent_imports, imports_running_at_once_both_finish);
