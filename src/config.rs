@@ -385,7 +385,10 @@ pub struct ExportConfig {
     /// Output format.
     #[arg(long, env = "CATALYNX_EXPORT_FORMAT", value_enum, default_value_t = ExportFormat::Jsonl)]
     pub format: ExportFormat,
-    /// File to write (replaced if it exists); standard output when absent.
+    /// File to write, replaced whole once the export is complete (a symlink's
+    /// target; a pipe or device is written in place); standard output when
+    /// absent. The database being exported and its -wal, -shm and -journal
+    /// files are refused.
     #[arg(long, env = "CATALYNX_EXPORT_OUTPUT")]
     pub output: Option<PathBuf>,
 }

@@ -114,7 +114,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             if let Some(output) = &config.output {
-                export::refuse_directory(output)?;
+                let database = db::sqlite_path(&cli.db.database_url);
+                export::check_output(output, database.as_deref())?;
             }
             let db = Db::connect(&cli.db).await?;
             db.migrate_if_pending().await?;

@@ -1360,6 +1360,134 @@ async fn a_failed_export_removes_its_partial_file() {
     assert_eq!(names_in(dir.path()), Vec::<String>::new());
 }
 
+/// Seeds `name` in `dir` through the CLI with three profiles.
+fn seeded(dir: &Path, name: &str) {
+    let url = format!("sqlite://{name}");
+    let (ok, _, stderr) = catalynx_cli(
+        &["--database-url", &url, "seed", "--profiles", "3", "--quiet"],
+        dir,
+    );
+    assert!(ok, "{stderr}");
+}
+
+/// An `--output` that is the database being exported, one of the files
+/// SQLite keeps beside it, or a symlink to either, is refused before
+/// anything is written: the export was renamed over it.
+#[test]
+fn export_refuses_to_write_over_its_own_database() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    seeded(dir.path(), "source.db");
+    let before = std::fs::read(dir.path().join("source.db")).unwrap();
+    symlink("source.db", dir.path().join("link.jsonl")).unwrap();
+    // Dangling until SQLite next writes its WAL.
+    symlink("source.db-wal", dir.path().join("wal-link.jsonl")).unwrap();
+    let absolute = dir.path().join("source.db").display().to_string();
+    let database = "the database being exported";
+
+    for (output, is) in [
+        ("source.db", database.to_owned()),
+        (&absolute, database.to_owned()),
+        ("link.jsonl", database.to_owned()),
+        (
+            "source.db-wal",
+            format!("the write-ahead log of {database}"),
+        ),
+        (
+            "wal-link.jsonl",
+            format!("the write-ahead log of {database}"),
+        ),
+        ("source.db-shm", format!("the WAL index of {database}")),
+        (
+            "source.db-journal",
+            format!("the rollback journal of {database}"),
+        ),
+    ] {
+        let (ok, _, stderr) = catalynx_cli(
+            &[
+                "--database-url",
+                "sqlite://source.db",
+                "export",
+                "--output",
+                output,
+            ],
+            dir.path(),
+        );
+
+        assert!(!ok, "{output}");
+        assert_eq!(
+            stderr.trim(),
+            format!("error: --output: {output} is {is}; name another file")
+        );
+    }
+    assert!(
+        std::fs::read(dir.path().join("source.db")).unwrap() == before,
+        "the database changed"
+    );
+    assert_eq!(
+        names_in(dir.path()),
+        ["link.jsonl", "source.db", "wal-link.jsonl"]
+    );
+    assert!(dir.path().join("link.jsonl").is_symlink());
+}
+
+/// A FIFO given as `--output` is written in place (a rename replaced it
+/// with a regular file), and a symlink's target is replaced while the link
+/// stays a link.
+#[test]
+fn export_writes_into_a_fifo_and_through_a_symlink() {
+    use std::os::unix::fs::{FileTypeExt, symlink};
+    let dir = tempfile::tempdir().unwrap();
+    seeded(dir.path(), "source.db");
+    let export = ["--database-url", "sqlite://source.db", "export"];
+    let (ok, expected, stderr) = catalynx_cli(&export, dir.path());
+    assert!(ok, "{stderr}");
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+
+    let (ok, _, stderr) = catalynx_cli(&[&export[..], &["--output", "fifo"]].concat(), dir.path());
+
+    assert!(ok, "{stderr}");
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+    assert_eq!(reader.join().unwrap(), expected);
+
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("real/old.jsonl"), "old").unwrap();
+    symlink("real/old.jsonl", dir.path().join("old-link.jsonl")).unwrap();
+    symlink("real/new.jsonl", dir.path().join("new-link.jsonl")).unwrap();
+    for (link, target) in [
+        ("old-link.jsonl", "old.jsonl"),
+        ("new-link.jsonl", "new.jsonl"),
+    ] {
+        let (ok, _, stderr) =
+            catalynx_cli(&[&export[..], &["--output", link]].concat(), dir.path());
+
+        assert!(ok, "{link}: {stderr}");
+        assert!(
+            dir.path().join(link).is_symlink(),
+            "{link} is no longer a link"
+        );
+        let written = std::fs::read_to_string(dir.path().join("real").join(target)).unwrap();
+        assert_eq!(written, expected, "{link}");
+    }
+    assert_eq!(
+        names_in(&dir.path().join("real")),
+        ["new.jsonl", "old.jsonl"]
+    );
+    let mut names = names_in(dir.path());
+    names.retain(|n| !n.starts_with("source.db"));
+    assert_eq!(names, ["fifo", "new-link.jsonl", "old-link.jsonl", "real"]);
+}
+
 /// An import takes what the API takes: text trimmed, names up to 300
 /// characters, free text up to 10,000, list items neither empty nor blank.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
