@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
+            db.close_after_writes().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -75,6 +76,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: config.seed,
             };
             let report = seed::seed(&db, plan, !config.quiet).await?;
+            // The load had its own connection; when another process kept the
+            // file open, its rows went through the WAL.
+            Db::connect(&cli.db).await?.close_after_writes().await?;
             tracing::info!(
                 profiles = report.profiles,
                 opportunities = report.opportunities,
@@ -92,14 +96,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             import::refuse_source_as_target(&cli.db.database_url, &sources)?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
-            let report = match command {
+            let imported = match command {
                 ImportCommand::Bmf(config) => {
-                    import::bmf::import(&db, &config.files, &config.options).await?
+                    import::bmf::import(&db, &config.files, &config.options).await
                 }
                 ImportCommand::Catalynx(config) => {
-                    import::catalynx::import(&db, &config.path, &config.options).await?
+                    import::catalynx::import(&db, &config.path, &config.options).await
                 }
             };
+            // The batches committed before a failure stay: they belong in the
+            // file too.
+            let closed = db.close_after_writes().await;
+            let report = imported?;
+            closed?;
             print_out(report)
         }
         Command::Export(config) => {

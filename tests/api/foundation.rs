@@ -722,6 +722,38 @@ async fn the_seed_command_loads_postgres() {
     the_seed_command_loads(Backend::Postgres).await;
 }
 
+/// `migrate` and `seed` leave their writes in the database file itself, not
+/// in its WAL, so that a copy of the file alone is whole. Another process
+/// holds the file open meanwhile, as a running server would: SQLite then
+/// does not checkpoint when the command's connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_seed_leave_their_writes_in_the_database_file() {
+    use crate::helpers::{Binary, rows_in_a_copy};
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let path = catalynx::db::sqlite_path(&test_db.url).unwrap();
+    let other = catalynx::db::Db::connect(&test_db.config()).await.unwrap();
+    let run = |args: &[&str]| {
+        let mut command = Binary::start(args, &[("DATABASE_URL", &test_db.url)], None);
+        assert!(command.child.wait().unwrap().success(), "{args:?} failed");
+    };
+
+    run(&["migrate"]);
+    let migrations = rows_in_a_copy(&path, "seaql_migrations").await;
+    run(&[
+        "seed",
+        "--profiles",
+        "40",
+        "--opportunities-per-profile",
+        "3",
+        "--quiet",
+    ]);
+
+    assert!(migrations.is_some_and(|n| n > 0), "{migrations:?}");
+    assert_eq!(rows_in_a_copy(&path, "profiles").await, Some(40));
+    assert_eq!(rows_in_a_copy(&path, "opportunities").await, Some(120));
+    other.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_refuses_a_non_empty_database() {
     let app = crate::helpers::spawn_app().await;

@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder}
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::{Backend, TestDb, rows_in_a_copy};
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -793,6 +793,24 @@ fn the_commands_import_export_and_import_again() {
     assert_eq!(
         stderr.trim(),
         "error: missing.db: cannot open: No such file or directory (os error 2)"
+    );
+}
+
+/// An import leaves its rows in the database file itself, not in its WAL:
+/// a copy of the file alone (`cp catalynx.db backup.db`) was empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_leaves_its_rows_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (ok, _, stderr) = catalynx_cli(&["import", "bmf", SAMPLE, "--quiet"], dir.path());
+
+    assert!(ok, "{stderr}");
+    let database = dir.path().join("catalynx.db");
+    assert_eq!(rows_in_a_copy(&database, "profiles").await, Some(7));
+    assert_eq!(
+        names_in(dir.path()),
+        ["catalynx.db"],
+        "no WAL left beside it"
     );
 }
 
