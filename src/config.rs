@@ -248,13 +248,21 @@ impl Default for SecurityConfig {
     }
 }
 
+/// Most profiles `seed` creates: generated ids and EINs stay unique far
+/// beyond it, and a load this size already takes hours.
+pub const MAX_SEED_PROFILES: u64 = 100_000_000;
+/// Most opportunities per profile `seed` plans: the rows of a step of
+/// profiles are generated in memory at once.
+pub const MAX_SEED_OPPORTUNITIES: u64 = 1_000;
+
 #[derive(Debug, Clone, Args)]
 pub struct SeedConfig {
-    /// Number of profiles to create.
-    #[arg(long, env = "CATALYNX_SEED_PROFILES", default_value_t = 1000)]
+    /// Number of profiles to create (at most 100,000,000).
+    #[arg(long, env = "CATALYNX_SEED_PROFILES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(..=MAX_SEED_PROFILES))]
     pub profiles: u64,
-    /// Average opportunities per profile (some get none, some twice as many).
-    #[arg(long, env = "CATALYNX_SEED_OPPORTUNITIES", default_value_t = 20)]
+    /// Average opportunities per profile (some get none, some twice as many;
+    /// at most 1,000).
+    #[arg(long, env = "CATALYNX_SEED_OPPORTUNITIES", default_value_t = 20, value_parser = clap::value_parser!(u64).range(..=MAX_SEED_OPPORTUNITIES))]
     pub opportunities_per_profile: u64,
     /// Random seed: the same seed gives the same rows.
     #[arg(long, env = "CATALYNX_SEED", default_value_t = 42)]
@@ -398,7 +406,7 @@ mod tests {
     use clap::Parser;
     use clap::error::ErrorKind;
 
-    use super::Cli;
+    use super::{Cli, MAX_SEED_OPPORTUNITIES, MAX_SEED_PROFILES};
 
     #[test]
     fn limits_of_zero_are_refused_at_start() {
@@ -420,6 +428,28 @@ mod tests {
                 Cli::try_parse_from(["catalynx", "serve", flag, "1"]).is_ok(),
                 "{flag}"
             );
+        }
+    }
+
+    /// Values past the bounds panicked or aborted in the generator (a
+    /// capacity overflow, a 274 TB allocation); clap refuses them, exit code 2.
+    #[test]
+    fn seed_sizes_are_bounded() {
+        let seed = |flag: &str, value: u64| {
+            Cli::try_parse_from(["catalynx", "seed", flag, &value.to_string()])
+        };
+        for (flag, max) in [
+            ("--profiles", MAX_SEED_PROFILES),
+            ("--opportunities-per-profile", MAX_SEED_OPPORTUNITIES),
+        ] {
+            assert!(seed(flag, max).is_ok(), "{flag} {max}");
+            for value in [max + 1, 4_294_967_296, u64::MAX] {
+                let refused = seed(flag, value)
+                    .err()
+                    .unwrap_or_else(|| panic!("{flag} {value} accepted"));
+                assert_eq!(refused.kind(), ErrorKind::ValueValidation, "{flag} {value}");
+                assert_eq!(refused.exit_code(), 2);
+            }
         }
     }
 }
