@@ -188,6 +188,22 @@ impl Default for ApiConfig {
     }
 }
 
+impl ApiConfig {
+    /// Refuses settings that contradict each other (clap checks each alone):
+    /// a default page size above the maximum would be served as the maximum.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.default_page_size > self.max_page_size {
+            anyhow::bail!(
+                "CATALYNX_DEFAULT_PAGE_SIZE / --default-page-size: {} is larger than \
+                 CATALYNX_MAX_PAGE_SIZE / --max-page-size ({}); lower the default or raise the maximum",
+                self.default_page_size,
+                self.max_page_size
+            );
+        }
+        Ok(())
+    }
+}
+
 /// How the HTTP layer behaves: limits, CORS, batching, persisted queries, the playground.
 #[derive(Debug, Clone, Args)]
 pub struct HttpConfig {
@@ -406,7 +422,7 @@ mod tests {
     use clap::Parser;
     use clap::error::ErrorKind;
 
-    use super::{Cli, MAX_SEED_OPPORTUNITIES, MAX_SEED_PROFILES};
+    use super::{Cli, Command, MAX_SEED_OPPORTUNITIES, MAX_SEED_PROFILES};
 
     #[test]
     fn limits_of_zero_are_refused_at_start() {
@@ -429,6 +445,28 @@ mod tests {
                 "{flag}"
             );
         }
+    }
+
+    #[test]
+    fn a_default_page_size_above_the_maximum_is_refused() {
+        let api = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["catalynx", "serve"][..], args].concat()).unwrap();
+            match cli.command {
+                Some(Command::Serve(serve)) => serve.api,
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+
+        let refused = api(&["--default-page-size", "600"]).check().unwrap_err();
+
+        assert_eq!(
+            refused.to_string(),
+            "CATALYNX_DEFAULT_PAGE_SIZE / --default-page-size: 600 is larger than \
+             CATALYNX_MAX_PAGE_SIZE / --max-page-size (500); lower the default or raise the maximum"
+        );
+        assert!(api(&["--default-page-size", "500"]).check().is_ok());
+        assert!(api(&["--max-page-size", "99"]).check().is_err());
+        assert!(api(&["--max-page-size", "100"]).check().is_ok());
     }
 
     /// Values past the bounds panicked or aborted in the generator (a

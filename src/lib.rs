@@ -137,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(config) => {
+            config.api.check()?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
             if config.demo && seed::seed_demo_if_empty(&db).await? {

@@ -832,6 +832,60 @@ fn bad_configuration_ends_with_one_clear_line() {
     }
 }
 
+/// A default page size above the maximum, by flag or by variable, is
+/// refused at start with both settings named, before the database is
+/// created: the server started and served the maximum.
+#[test]
+fn a_default_page_size_above_the_maximum_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            vec!["--default-page-size", "600"],
+            vec![],
+            "600 is larger than",
+        ),
+        (
+            vec![],
+            vec![("CATALYNX_MAX_PAGE_SIZE", "50")],
+            "100 is larger than",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that started would never exit by itself.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("{args:?} {env:?}: the server started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "error: CATALYNX_DEFAULT_PAGE_SIZE / --default-page-size: {expected} \
+                 CATALYNX_MAX_PAGE_SIZE / --max-page-size"
+            )),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("catalynx.db").exists());
+    }
+}
+
 #[test]
 fn default_database_is_created_in_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
