@@ -1,9 +1,14 @@
 //! Command line and environment configuration: one clap struct per concern.
 //! Every flag has an environment variable; the defaults need no flags at all.
+//! A boolean variable takes the usual spellings (`1`/`0`, `true`/`false`,
+//! `yes`/`no`, `on`/`off`), as scripts and container files write them.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::{BoolishValueParser, TypedValueParser};
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -103,7 +108,7 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALYNX_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
     /// Seed a small demo data set first when the database is empty.
-    #[arg(long, env = "CATALYNX_DEMO")]
+    #[arg(long, env = "CATALYNX_DEMO", value_parser = Boolish)]
     pub demo: bool,
     #[command(flatten)]
     pub api: ApiConfig,
@@ -141,6 +146,38 @@ impl DbConfig {
     }
 }
 
+/// A boolean in the usual spellings (clap's [`BoolishValueParser`]), whose
+/// error names the variable as well as the flag: a bad value usually comes
+/// from the environment, and clap's own error names only the flag.
+#[derive(Clone)]
+struct Boolish;
+
+impl TypedValueParser for Boolish {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<bool, clap::Error> {
+        BoolishValueParser::new()
+            .parse_ref(cmd, arg, value)
+            .map_err(|_| {
+                let name = match arg.map(|a| (a.get_env(), a.get_long())) {
+                    Some((Some(env), Some(long))) => format!("{} / --{long}", env.display()),
+                    Some((None, Some(long))) => format!("--{long}"),
+                    _ => "a boolean".to_owned(),
+                };
+                let message = format!(
+                    "invalid value {:?} for {name}: use true or false (or 1/0, yes/no, on/off)\n",
+                    value.to_string_lossy()
+                );
+                clap::Error::raw(ErrorKind::InvalidValue, message).with_cmd(cmd)
+            })
+    }
+}
+
 /// A limit of 0 would refuse every request (or, for page sizes, answer
 /// every list empty): refused at start instead.
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -170,15 +207,15 @@ pub struct ApiConfig {
     #[arg(long, env = "CATALYNX_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = at_least_one)]
     pub max_root_fields: usize,
     /// Turn schema introspection off (e.g. in production behind a public gateway).
-    #[arg(long, env = "CATALYNX_DISABLE_INTROSPECTION")]
+    #[arg(long, env = "CATALYNX_DISABLE_INTROSPECTION", value_parser = Boolish)]
     pub disable_introspection: bool,
     /// Resolve nested fields one query per parent instead of batching (the
     /// N+1 baseline; for benchmarks and tests only).
-    #[arg(long, env = "CATALYNX_DISABLE_LOADERS")]
+    #[arg(long, env = "CATALYNX_DISABLE_LOADERS", value_parser = Boolish)]
     pub disable_loaders: bool,
     /// Serve `GET /bench/ceiling?bytes=N` (a fixed JSON body of N bytes), the
     /// load benchmark's measure of the HTTP stack alone; off in normal use.
-    #[arg(long, env = "CATALYNX_BENCH_ROUTES", hide = true)]
+    #[arg(long, env = "CATALYNX_BENCH_ROUTES", hide = true, value_parser = Boolish)]
     pub bench_routes: bool,
 }
 
@@ -250,7 +287,7 @@ pub struct SecurityConfig {
     pub api_keys: Option<crate::auth::ApiKeys>,
     /// Reads (GraphQL queries, REST) need a key too (reader or above); by
     /// default anyone may read and only writes need a key.
-    #[arg(long, env = "CATALYNX_READS_NEED_KEY")]
+    #[arg(long, env = "CATALYNX_READS_NEED_KEY", value_parser = Boolish)]
     pub reads_need_key: bool,
     /// GraphQL and REST requests handled at once; past it, requests are
     /// answered 503 with `Retry-After` at once instead of queueing (0: no limit).
@@ -284,7 +321,7 @@ pub struct SeedConfig {
     #[arg(long, env = "CATALYNX_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Hide the progress bar.
-    #[arg(long, env = "CATALYNX_QUIET")]
+    #[arg(long, env = "CATALYNX_QUIET", value_parser = Boolish)]
     pub quiet: bool,
 }
 
@@ -292,7 +329,7 @@ pub struct SeedConfig {
 #[derive(Debug, Clone, Args)]
 pub struct CacheConfig {
     /// Cache resolver results (`false` turns the cache off).
-    #[arg(long, env = "CATALYNX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "CATALYNX_CACHE", default_value_t = true, action = clap::ArgAction::Set, value_parser = Boolish)]
     pub cache_enabled: bool,
     /// Bound on the stored (compressed) bytes in memory; least valuable entries go first.
     #[arg(long, env = "CATALYNX_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -385,7 +422,7 @@ pub struct ImportOptions {
     #[arg(long, env = "CATALYNX_IMPORT_SHOW_REJECTS", default_value_t = 20)]
     pub show_rejects: usize,
     /// Hide the progress bar.
-    #[arg(long, env = "CATALYNX_QUIET")]
+    #[arg(long, env = "CATALYNX_QUIET", value_parser = Boolish)]
     pub quiet: bool,
 }
 
@@ -467,6 +504,41 @@ mod tests {
         assert!(api(&["--default-page-size", "500"]).check().is_ok());
         assert!(api(&["--max-page-size", "99"]).check().is_err());
         assert!(api(&["--max-page-size", "100"]).check().is_ok());
+    }
+
+    /// Booleans take the usual spellings; a bad one is refused naming the
+    /// variable too, where bad values mostly come from.
+    #[test]
+    fn booleans_take_the_usual_spellings() {
+        let cache = |value: &str| -> Result<bool, clap::Error> {
+            let cli = Cli::try_parse_from(["catalynx", "serve", "--cache-enabled", value])?;
+            match cli.command {
+                Some(Command::Serve(serve)) => Ok(serve.cache.cache_enabled),
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+        for (value, enabled) in [
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+            ("false", false),
+        ] {
+            assert_eq!(cache(value).unwrap(), enabled, "{value}");
+        }
+
+        let refused = cache("maybe").unwrap_err();
+
+        assert_eq!(refused.kind(), ErrorKind::InvalidValue);
+        assert_eq!(refused.exit_code(), 2);
+        assert_eq!(
+            refused.to_string(),
+            "error: invalid value \"maybe\" for CATALYNX_CACHE / --cache-enabled: \
+             use true or false (or 1/0, yes/no, on/off)\n"
+        );
     }
 
     /// Values past the bounds panicked or aborted in the generator (a

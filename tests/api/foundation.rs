@@ -886,6 +886,55 @@ fn a_default_page_size_above_the_maximum_is_refused_at_start() {
     }
 }
 
+/// The server's boolean variables take the usual spellings (only `true`
+/// and `false` were taken, so each of these stopped the server at start),
+/// with the meaning they spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boolean_variables_take_the_usual_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bool.db").display());
+    let server = crate::helpers::Binary::start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("DATABASE_URL", &url),
+            ("CATALYNX_DEMO", "1"),
+            ("CATALYNX_DISABLE_INTROSPECTION", "yes"),
+            ("CATALYNX_DISABLE_LOADERS", "off"),
+            ("CATALYNX_READS_NEED_KEY", "0"),
+            ("CATALYNX_CACHE", "no"),
+        ],
+        None,
+    );
+    let client = reqwest::Client::new();
+    let query = |query: &'static str| {
+        client
+            .post(server.url("/graphql"))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+    };
+
+    let counted: serde_json::Value =
+        query("{ profiles(filter: { includeArchived: true }) { totalCount } }")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let introspected: serde_json::Value = query("{ __schema { queryType { name } } }")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // The demo's 60 profiles, read without a key.
+    assert_eq!(counted["data"]["profiles"]["totalCount"], 60, "{counted}");
+    assert_eq!(
+        introspected["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{introspected}"
+    );
+}
+
 #[test]
 fn default_database_is_created_in_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();

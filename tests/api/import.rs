@@ -814,6 +814,49 @@ async fn an_import_leaves_its_rows_in_the_database_file() {
     );
 }
 
+/// `CATALYNX_QUIET` takes the usual boolean spellings (only `true` and
+/// `false` were taken), and a bad value is refused naming the variable.
+#[test]
+fn catalynx_quiet_takes_the_usual_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let import = |quiet: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args([
+                "--database-url",
+                "sqlite://quiet.db",
+                "import",
+                "bmf",
+                SAMPLE,
+            ])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .env("CATALYNX_QUIET", quiet)
+            .output()
+            .unwrap()
+    };
+
+    for quiet in ["1", "yes", "on", "0", "no", "off", "true", "false"] {
+        let out = import(quiet);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{quiet}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("profiles: 11 read,"),
+            "{quiet}"
+        );
+    }
+
+    let out = import("maybe");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "error: invalid value \"maybe\" for CATALYNX_QUIET / --quiet: use true or false"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs the real binary in `dir` with `input` on its standard input (a
 /// pipe); returns (success, stdout, stderr).
 fn catalynx_piped(args: &[&str], dir: &Path, input: &[u8]) -> (bool, String, String) {
