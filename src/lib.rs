@@ -94,16 +94,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ImportCommand::Catalynx(config) => vec![config.path.clone()],
             };
             import::refuse_source_as_target(&cli.db.database_url, &sources)?;
+            let inputs = import::open(&command).await?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
-            let imported = match command {
-                ImportCommand::Bmf(config) => {
-                    import::bmf::import(&db, &config.files, &config.options).await
-                }
-                ImportCommand::Catalynx(config) => {
-                    import::catalynx::import(&db, &config.path, &config.options).await
-                }
-            };
+            let imported = inputs.import(&db).await;
             // The batches committed before a failure stay: they belong in the
             // file too.
             let closed = db.close_after_writes().await;

@@ -857,6 +857,47 @@ fn catalynx_quiet_takes_the_usual_spellings() {
     );
 }
 
+/// An input that is missing or not of its format fails the import before
+/// the database is opened: the SQLite file was created first and left
+/// behind.
+#[test]
+fn a_bad_input_leaves_no_database_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let other = inputs.path().join("other.csv");
+    std::fs::write(&other, "a,b\n1,2\n").unwrap();
+    let other = other.to_str().unwrap();
+
+    for (args, error) in [
+        (
+            &["import", "bmf", "missing.csv"][..],
+            "missing.csv: cannot open",
+        ),
+        (
+            &["import", "bmf", SAMPLE, "missing.csv"],
+            "missing.csv: cannot open",
+        ),
+        (
+            &["import", "catalynx", "missing.jsonl"],
+            "missing.jsonl: cannot open",
+        ),
+        (&["import", "bmf", other], "other.csv: not an EO BMF file"),
+        (
+            &["import", "catalynx", other],
+            "other.csv: not a Catalynx database or export",
+        ),
+    ] {
+        let (ok, _, stderr) = catalynx_cli(args, dir.path());
+
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(error),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "{args:?}");
+    }
+}
+
 /// Runs the real binary in `dir` with `input` on its standard input (a
 /// pipe); returns (success, stdout, stderr).
 fn catalynx_piped(args: &[&str], dir: &Path, input: &[u8]) -> (bool, String, String) {
