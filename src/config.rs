@@ -1,9 +1,14 @@
 //! Command line and environment configuration: one clap struct per concern.
 //! Every flag has an environment variable; the defaults need no flags at all.
+//! A boolean variable takes the usual spellings (`1`/`0`, `true`/`false`,
+//! `yes`/`no`, `on`/`off`), as scripts and container files write them.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::{BoolishValueParser, TypedValueParser};
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -103,7 +108,7 @@ pub struct ServeConfig {
     #[arg(long, env = "CATALYNX_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
     /// Seed a small demo data set first when the database is empty.
-    #[arg(long, env = "CATALYNX_DEMO")]
+    #[arg(long, env = "CATALYNX_DEMO", value_parser = Boolish)]
     pub demo: bool,
     #[command(flatten)]
     pub api: ApiConfig,
@@ -141,6 +146,38 @@ impl DbConfig {
     }
 }
 
+/// A boolean in the usual spellings (clap's [`BoolishValueParser`]), whose
+/// error names the variable as well as the flag: a bad value usually comes
+/// from the environment, and clap's own error names only the flag.
+#[derive(Clone)]
+struct Boolish;
+
+impl TypedValueParser for Boolish {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<bool, clap::Error> {
+        BoolishValueParser::new()
+            .parse_ref(cmd, arg, value)
+            .map_err(|_| {
+                let name = match arg.map(|a| (a.get_env(), a.get_long())) {
+                    Some((Some(env), Some(long))) => format!("{} / --{long}", env.display()),
+                    Some((None, Some(long))) => format!("--{long}"),
+                    _ => "a boolean".to_owned(),
+                };
+                let message = format!(
+                    "invalid value {:?} for {name}: use true or false (or 1/0, yes/no, on/off)\n",
+                    value.to_string_lossy()
+                );
+                clap::Error::raw(ErrorKind::InvalidValue, message).with_cmd(cmd)
+            })
+    }
+}
+
 /// A limit of 0 would refuse every request (or, for page sizes, answer
 /// every list empty): refused at start instead.
 fn at_least_one(text: &str) -> Result<usize, String> {
@@ -170,21 +207,37 @@ pub struct ApiConfig {
     #[arg(long, env = "CATALYNX_MAX_ROOT_FIELDS", default_value_t = 20, value_parser = at_least_one)]
     pub max_root_fields: usize,
     /// Turn schema introspection off (e.g. in production behind a public gateway).
-    #[arg(long, env = "CATALYNX_DISABLE_INTROSPECTION")]
+    #[arg(long, env = "CATALYNX_DISABLE_INTROSPECTION", value_parser = Boolish)]
     pub disable_introspection: bool,
     /// Resolve nested fields one query per parent instead of batching (the
     /// N+1 baseline; for benchmarks and tests only).
-    #[arg(long, env = "CATALYNX_DISABLE_LOADERS")]
+    #[arg(long, env = "CATALYNX_DISABLE_LOADERS", value_parser = Boolish)]
     pub disable_loaders: bool,
     /// Serve `GET /bench/ceiling?bytes=N` (a fixed JSON body of N bytes), the
     /// load benchmark's measure of the HTTP stack alone; off in normal use.
-    #[arg(long, env = "CATALYNX_BENCH_ROUTES", hide = true)]
+    #[arg(long, env = "CATALYNX_BENCH_ROUTES", hide = true, value_parser = Boolish)]
     pub bench_routes: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         defaults()
+    }
+}
+
+impl ApiConfig {
+    /// Refuses settings that contradict each other (clap checks each alone):
+    /// a default page size above the maximum would be served as the maximum.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.default_page_size > self.max_page_size {
+            anyhow::bail!(
+                "CATALYNX_DEFAULT_PAGE_SIZE / --default-page-size: {} is larger than \
+                 CATALYNX_MAX_PAGE_SIZE / --max-page-size ({}); lower the default or raise the maximum",
+                self.default_page_size,
+                self.max_page_size
+            );
+        }
+        Ok(())
     }
 }
 
@@ -238,7 +291,7 @@ pub struct SecurityConfig {
     pub api_keys: Option<crate::auth::ApiKeys>,
     /// Reads (GraphQL queries, REST) need a key too (reader or above); by
     /// default anyone may read and only writes need a key.
-    #[arg(long, env = "CATALYNX_READS_NEED_KEY")]
+    #[arg(long, env = "CATALYNX_READS_NEED_KEY", value_parser = Boolish)]
     pub reads_need_key: bool,
     /// GraphQL and REST requests handled at once; past it, requests are
     /// answered 503 with `Retry-After` at once instead of queueing (0: no limit).
@@ -252,19 +305,27 @@ impl Default for SecurityConfig {
     }
 }
 
+/// Most profiles `seed` creates: generated ids and EINs stay unique far
+/// beyond it, and a load this size already takes hours.
+pub const MAX_SEED_PROFILES: u64 = 100_000_000;
+/// Most opportunities per profile `seed` plans: the rows of a step of
+/// profiles are generated in memory at once.
+pub const MAX_SEED_OPPORTUNITIES: u64 = 1_000;
+
 #[derive(Debug, Clone, Args)]
 pub struct SeedConfig {
-    /// Number of profiles to create.
-    #[arg(long, env = "CATALYNX_SEED_PROFILES", default_value_t = 1000)]
+    /// Number of profiles to create (at most 100,000,000).
+    #[arg(long, env = "CATALYNX_SEED_PROFILES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(..=MAX_SEED_PROFILES))]
     pub profiles: u64,
-    /// Average opportunities per profile (some get none, some twice as many).
-    #[arg(long, env = "CATALYNX_SEED_OPPORTUNITIES", default_value_t = 20)]
+    /// Average opportunities per profile (some get none, some twice as many;
+    /// at most 1,000).
+    #[arg(long, env = "CATALYNX_SEED_OPPORTUNITIES", default_value_t = 20, value_parser = clap::value_parser!(u64).range(..=MAX_SEED_OPPORTUNITIES))]
     pub opportunities_per_profile: u64,
     /// Random seed: the same seed gives the same rows.
     #[arg(long, env = "CATALYNX_SEED", default_value_t = 42)]
     pub seed: u64,
     /// Hide the progress bar.
-    #[arg(long, env = "CATALYNX_QUIET")]
+    #[arg(long, env = "CATALYNX_QUIET", value_parser = Boolish)]
     pub quiet: bool,
 }
 
@@ -272,7 +333,7 @@ pub struct SeedConfig {
 #[derive(Debug, Clone, Args)]
 pub struct CacheConfig {
     /// Cache resolver results (`false` turns the cache off).
-    #[arg(long, env = "CATALYNX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "CATALYNX_CACHE", default_value_t = true, action = clap::ArgAction::Set, value_parser = Boolish)]
     pub cache_enabled: bool,
     /// Bound on the stored (compressed) bytes in memory; least valuable entries go first.
     #[arg(long, env = "CATALYNX_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -365,7 +426,7 @@ pub struct ImportOptions {
     #[arg(long, env = "CATALYNX_IMPORT_SHOW_REJECTS", default_value_t = 20)]
     pub show_rejects: usize,
     /// Hide the progress bar.
-    #[arg(long, env = "CATALYNX_QUIET")]
+    #[arg(long, env = "CATALYNX_QUIET", value_parser = Boolish)]
     pub quiet: bool,
 }
 
@@ -389,7 +450,10 @@ pub struct ExportConfig {
     /// Output format.
     #[arg(long, env = "CATALYNX_EXPORT_FORMAT", value_enum, default_value_t = ExportFormat::Jsonl)]
     pub format: ExportFormat,
-    /// File to write (replaced if it exists); standard output when absent.
+    /// File to write, replaced whole once the export is complete (a symlink's
+    /// target; a pipe or device is written in place); standard output when
+    /// absent. The database being exported and its -wal, -shm and -journal
+    /// files are refused.
     #[arg(long, env = "CATALYNX_EXPORT_OUTPUT")]
     pub output: Option<PathBuf>,
 }
@@ -399,7 +463,7 @@ mod tests {
     use clap::Parser;
     use clap::error::ErrorKind;
 
-    use super::Cli;
+    use super::{Cli, Command, MAX_SEED_OPPORTUNITIES, MAX_SEED_PROFILES};
 
     #[test]
     fn limits_of_zero_are_refused_at_start() {
@@ -421,6 +485,85 @@ mod tests {
                 Cli::try_parse_from(["catalynx", "serve", flag, "1"]).is_ok(),
                 "{flag}"
             );
+        }
+    }
+
+    #[test]
+    fn a_default_page_size_above_the_maximum_is_refused() {
+        let api = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["catalynx", "serve"][..], args].concat()).unwrap();
+            match cli.command {
+                Some(Command::Serve(serve)) => serve.api,
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+
+        let refused = api(&["--default-page-size", "600"]).check().unwrap_err();
+
+        assert_eq!(
+            refused.to_string(),
+            "CATALYNX_DEFAULT_PAGE_SIZE / --default-page-size: 600 is larger than \
+             CATALYNX_MAX_PAGE_SIZE / --max-page-size (500); lower the default or raise the maximum"
+        );
+        assert!(api(&["--default-page-size", "500"]).check().is_ok());
+        assert!(api(&["--max-page-size", "99"]).check().is_err());
+        assert!(api(&["--max-page-size", "100"]).check().is_ok());
+    }
+
+    /// Booleans take the usual spellings; a bad one is refused naming the
+    /// variable too, where bad values mostly come from.
+    #[test]
+    fn booleans_take_the_usual_spellings() {
+        let cache = |value: &str| -> Result<bool, clap::Error> {
+            let cli = Cli::try_parse_from(["catalynx", "serve", "--cache-enabled", value])?;
+            match cli.command {
+                Some(Command::Serve(serve)) => Ok(serve.cache.cache_enabled),
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+        for (value, enabled) in [
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+            ("off", false),
+            ("false", false),
+        ] {
+            assert_eq!(cache(value).unwrap(), enabled, "{value}");
+        }
+
+        let refused = cache("maybe").unwrap_err();
+
+        assert_eq!(refused.kind(), ErrorKind::InvalidValue);
+        assert_eq!(refused.exit_code(), 2);
+        assert_eq!(
+            refused.to_string(),
+            "error: invalid value \"maybe\" for CATALYNX_CACHE / --cache-enabled: \
+             use true or false (or 1/0, yes/no, on/off)\n"
+        );
+    }
+
+    /// Values past the bounds panicked or aborted in the generator (a
+    /// capacity overflow, a 274 TB allocation); clap refuses them, exit code 2.
+    #[test]
+    fn seed_sizes_are_bounded() {
+        let seed = |flag: &str, value: u64| {
+            Cli::try_parse_from(["catalynx", "seed", flag, &value.to_string()])
+        };
+        for (flag, max) in [
+            ("--profiles", MAX_SEED_PROFILES),
+            ("--opportunities-per-profile", MAX_SEED_OPPORTUNITIES),
+        ] {
+            assert!(seed(flag, max).is_ok(), "{flag} {max}");
+            for value in [max + 1, 4_294_967_296, u64::MAX] {
+                let refused = seed(flag, value)
+                    .err()
+                    .unwrap_or_else(|| panic!("{flag} {value} accepted"));
+                assert_eq!(refused.kind(), ErrorKind::ValueValidation, "{flag} {value}");
+                assert_eq!(refused.exit_code(), 2);
+            }
         }
     }
 }

@@ -203,6 +203,36 @@ impl Db {
         self.write.clone().close().await
     }
 
+    /// Ends a command that wrote. On SQLite it first moves what the WAL holds
+    /// into the database file and empties the WAL
+    /// (`PRAGMA wal_checkpoint(TRUNCATE)`): until a checkpoint the latest
+    /// writes live only in the `-wal` file, so a copy of the database file
+    /// alone missed them. Then it closes both pools. The server leaves
+    /// checkpoints to SQLite.
+    pub async fn close_after_writes(&self) -> anyhow::Result<()> {
+        if self.backend() == DatabaseBackend::Sqlite {
+            let pool = self.write.get_sqlite_connection_pool();
+            let checkpoint =
+                sea_orm::sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .fetch_one(pool)
+                    .await;
+            match checkpoint {
+                // A reader in another process kept the WAL busy past the busy
+                // timeout; the writes are committed all the same.
+                Ok((busy, _, _)) if busy != 0 => tracing::warn!(
+                    "another process is reading the database: the latest writes stay in its -wal \
+                     file until SQLite checkpoints it"
+                ),
+                Ok(_) => {}
+                // Opened read-only (see `OpenMode`): it wrote nothing.
+                Err(e) if is_read_only(&e) => {}
+                Err(e) => return Err(e).context("cannot checkpoint the SQLite WAL"),
+            }
+        }
+        self.close().await?;
+        Ok(())
+    }
+
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> bool {
         self.read

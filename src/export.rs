@@ -7,8 +7,8 @@
 //! each opportunity's profile already imported; that import takes both
 //! formats back.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -39,7 +39,8 @@ pub struct ExportReport {
 /// Exports to `output`, or to standard output when `None`. A file is written
 /// under a temporary name and renamed when complete, so a failed export
 /// never leaves a truncated file that looks whole; the temporary file is
-/// removed on any failure.
+/// removed on any failure. A pipe or device (a FIFO, `/dev/null`) is written
+/// in place: a rename would replace it with a regular file.
 pub async fn export_to(
     db: &Db,
     format: ExportFormat,
@@ -48,16 +49,24 @@ pub async fn export_to(
     let Some(path) = output else {
         return export(db, format, BufWriter::new(std::io::stdout())).await;
     };
-    refuse_directory(path)?;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
+    let database = db.sqlite_file().map(|(file, _)| file);
+    let target = match Destination::of(path, database.as_deref())? {
+        Destination::Stream => {
+            let stream = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("--output: cannot open {}", path.display()))?;
+            return export(db, format, BufWriter::new(stream)).await;
+        }
+        Destination::File(target) => target,
+    };
+    let partial = partial_name(&target);
     let file = File::create(&partial)
         .with_context(|| format!("--output: cannot create {}", partial.display()))?;
     let written = async {
         let report = export(db, format, BufWriter::new(file)).await?;
-        std::fs::rename(&partial, path)
-            .with_context(|| format!("--output: cannot rename to {}", path.display()))?;
+        std::fs::rename(&partial, &target)
+            .with_context(|| format!("--output: cannot rename to {}", target.display()))?;
         Ok(report)
     }
     .await;
@@ -68,13 +77,111 @@ pub async fn export_to(
     written
 }
 
-/// Refuses an `--output` that names a directory, which the finished file
-/// could never be renamed onto; the CLI asks before opening the database.
-pub fn refuse_directory(output: &Path) -> anyhow::Result<()> {
-    if output.is_dir() {
-        anyhow::bail!("--output: {} is a directory; name a file", output.display());
+/// Checks `--output` against `database`, the SQLite file being exported
+/// (`None` on PostgreSQL); the CLI asks before opening the database.
+pub fn check_output(output: &Path, database: Option<&Path>) -> anyhow::Result<()> {
+    Destination::of(output, database).map(drop)
+}
+
+/// Where `--output` is written.
+enum Destination {
+    /// A pipe or device, written in place.
+    Stream,
+    /// A regular file, new or replaced, written under a `.partial` name beside
+    /// it and renamed onto it. For a symlink this is the link's target, so
+    /// that the link stays a link.
+    File(PathBuf),
+}
+
+impl Destination {
+    fn of(output: &Path, database: Option<&Path>) -> anyhow::Result<Self> {
+        let name = output.display();
+        match std::fs::metadata(output) {
+            // The finished file could never be renamed onto it.
+            Ok(meta) if meta.is_dir() => {
+                anyhow::bail!("--output: {name} is a directory; name a file")
+            }
+            Ok(meta) if !meta.is_file() => return Ok(Self::Stream),
+            _ => {}
+        }
+        let resolved = resolve(output).with_context(|| format!("--output: cannot write {name}"))?;
+        if let Some(database) = database {
+            refuse_database(output, &resolved, database)?;
+        }
+        let is_link = std::fs::symlink_metadata(output).is_ok_and(|m| m.is_symlink());
+        Ok(Self::File(if is_link {
+            resolved
+        } else {
+            output.to_path_buf()
+        }))
+    }
+}
+
+fn partial_name(path: &Path) -> PathBuf {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    PathBuf::from(partial)
+}
+
+/// Refuses an output that is, once symlinks are followed, the database being
+/// exported or one of the files SQLite keeps beside it, or whose `.partial`
+/// file would be: the export would be renamed over the database (or over its
+/// WAL, losing its latest writes), and a failure would delete it.
+fn refuse_database(output: &Path, resolved: &Path, database: &Path) -> anyhow::Result<()> {
+    let database = resolve(database).with_context(|| {
+        format!(
+            "DATABASE_URL / --database-url: cannot find {}",
+            database.display()
+        )
+    })?;
+    let partial = partial_name(resolved);
+    let files = [
+        ("", "the database being exported"),
+        ("-wal", "the write-ahead log of the database being exported"),
+        ("-shm", "the WAL index of the database being exported"),
+        (
+            "-journal",
+            "the rollback journal of the database being exported",
+        ),
+    ];
+    for (suffix, what) in files {
+        let mut file = database.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        let name = output.display();
+        if resolved == file {
+            anyhow::bail!("--output: {name} is {what}; name another file");
+        }
+        if partial == file {
+            anyhow::bail!(
+                "--output: {name} would be written as {}, which is {what}; name another file",
+                partial.display()
+            );
+        }
     }
     Ok(())
+}
+
+/// The file `path` names once every symlink is followed, as an absolute path,
+/// whether or not it exists yet (a symlink may point to a file still to be
+/// written).
+fn resolve(path: &Path) -> io::Result<PathBuf> {
+    match std::fs::canonicalize(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        resolved => return resolved,
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) {
+        // A dangling link: follow it by hand (a loop fails the canonicalize above).
+        return resolve(&parent.join(std::fs::read_link(path)?));
+    }
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "names no file"));
+    };
+    Ok(std::fs::canonicalize(parent)?.join(name))
 }
 
 /// Writes every profile and then every opportunity to `out` in `format`.

@@ -60,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
+            db.close_after_writes().await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -75,6 +76,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 seed: config.seed,
             };
             let report = seed::seed(&db, plan, !config.quiet).await?;
+            // The load had its own connection; when another process kept the
+            // file open, its rows went through the WAL.
+            Db::connect(&cli.db).await?.close_after_writes().await?;
             tracing::info!(
                 profiles = report.profiles,
                 opportunities = report.opportunities,
@@ -90,16 +94,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ImportCommand::Catalynx(config) => vec![config.path.clone()],
             };
             import::refuse_source_as_target(&cli.db.database_url, &sources)?;
+            let inputs = import::open(&command).await?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
-            let report = match command {
-                ImportCommand::Bmf(config) => {
-                    import::bmf::import(&db, &config.files, &config.options).await?
-                }
-                ImportCommand::Catalynx(config) => {
-                    import::catalynx::import(&db, &config.path, &config.options).await?
-                }
-            };
+            let imported = inputs.import(&db).await;
+            // The batches committed before a failure stay: they belong in the
+            // file too.
+            let closed = db.close_after_writes().await;
+            let report = imported?;
+            closed?;
             print_out(report)
         }
         Command::Export(config) => {
@@ -114,7 +117,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             if let Some(output) = &config.output {
-                export::refuse_directory(output)?;
+                let database = db::sqlite_path(&cli.db.database_url);
+                export::check_output(output, database.as_deref())?;
             }
             let db = Db::connect(&cli.db).await?;
             db.migrate_if_pending().await?;
@@ -127,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(config) => {
+            config.api.check()?;
             let db = Db::connect(&cli.db).await?;
             db.migrate().await?;
             if config.demo && seed::seed_demo_if_empty(&db).await? {

@@ -181,14 +181,17 @@ impl BmfRow {
     }
 }
 
-/// Imports `files` in order. Every file is opened and its header checked
-/// before anything is written, so a wrong file in the list fails the
-/// command up front. Each is opened only once, which lets a file be a pipe.
-pub async fn import(
-    db: &Db,
-    files: &[PathBuf],
-    options: &ImportOptions,
-) -> anyhow::Result<ImportReport> {
+/// EO BMF files, opened and their headers checked, ready to import.
+pub struct Opened {
+    files: Vec<(String, csv::Reader<Box<dyn Read>>)>,
+    bar: ProgressBar,
+    options: ImportOptions,
+}
+
+/// Opens `files` and checks their headers, so a wrong or missing file in the
+/// list fails the command before anything is written. Each is opened only
+/// once, which lets a file be a pipe.
+pub fn open(files: &[PathBuf], options: &ImportOptions) -> anyhow::Result<Opened> {
     let total_bytes = files
         .iter()
         .filter_map(|path| std::fs::metadata(path).ok())
@@ -196,67 +199,93 @@ pub async fn import(
         .map(|m| m.len())
         .sum();
     let bar = progress_bar(total_bytes, Unit::Bytes, options.quiet)?;
-    let opened: anyhow::Result<Vec<_>> = files.iter().map(|path| open(path, &bar)).collect();
-    let readers = match opened {
-        Ok(readers) => readers,
+    let opened: anyhow::Result<Vec<_>> = files
+        .iter()
+        .map(|path| Ok((path.display().to_string(), open_file(path, &bar)?)))
+        .collect();
+    match opened {
+        Ok(files) => Ok(Opened {
+            files,
+            bar,
+            options: options.clone(),
+        }),
         Err(e) => {
             bar.finish_and_clear();
-            return Err(e);
+            Err(e)
         }
-    };
-    let mut report = ImportReport::new(options.show_rejects);
-    let batch_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
-    // Every EIN imported so far, as a number (4 bytes; about 20 MB for the
-    // whole master file). The first row of an EIN is kept and later ones
-    // rejected: were a later one to update it, importing the same files
-    // again would rewrite the profile twice, where it must change nothing.
-    let mut seen: HashSet<u32> = HashSet::new();
-    for (path, mut reader) in files.iter().zip(readers) {
-        let source = path.display().to_string();
-        let mut record = csv::ByteRecord::new();
-        let mut batch = Batch::default();
-        let mut line = 1;
-        while reader
-            .read_byte_record(&mut record)
-            .with_context(|| format!("{source}: cannot read after line {line}"))?
-        {
-            line = record.position().map_or(line + 1, |p| p.line());
-            report.profiles.read += 1;
-            let parsed = BmfRow::parse(&record).and_then(|row| {
-                // Nine digits, checked by the parse: they fit a u32.
-                let ein = row.ein.parse::<u32>().map_err(|e| e.to_string())?;
-                if seen.insert(ein) {
-                    Ok(row)
-                } else {
-                    Err(format!(
-                        "EIN {} appears earlier in this import; its first row is kept",
-                        row.ein
-                    ))
-                }
-            });
-            match parsed {
-                Ok(row) => {
-                    batch.push(row);
-                    if batch.rows.len() >= batch_size {
-                        batch.write(db, &mut report.profiles).await?;
-                        bar.set_message(format!("{} rows", report.profiles.read));
+    }
+}
+
+/// Imports `files` in order: [`open`], then [`Opened::import`].
+pub async fn import(
+    db: &Db,
+    files: &[PathBuf],
+    options: &ImportOptions,
+) -> anyhow::Result<ImportReport> {
+    open(files, options)?.import(db).await
+}
+
+impl Opened {
+    /// Imports the files in order.
+    pub async fn import(self, db: &Db) -> anyhow::Result<ImportReport> {
+        let Self {
+            files,
+            bar,
+            options,
+        } = self;
+        let mut report = ImportReport::new(options.show_rejects);
+        let batch_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
+        // Every EIN imported so far, as a number (4 bytes; about 20 MB for the
+        // whole master file). The first row of an EIN is kept and later ones
+        // rejected: were a later one to update it, importing the same files
+        // again would rewrite the profile twice, where it must change nothing.
+        let mut seen: HashSet<u32> = HashSet::new();
+        for (source, mut reader) in files {
+            let mut record = csv::ByteRecord::new();
+            let mut batch = Batch::default();
+            let mut line = 1;
+            while reader
+                .read_byte_record(&mut record)
+                .with_context(|| format!("{source}: cannot read after line {line}"))?
+            {
+                line = record.position().map_or(line + 1, |p| p.line());
+                report.profiles.read += 1;
+                let parsed = BmfRow::parse(&record).and_then(|row| {
+                    // Nine digits, checked by the parse: they fit a u32.
+                    let ein = row.ein.parse::<u32>().map_err(|e| e.to_string())?;
+                    if seen.insert(ein) {
+                        Ok(row)
+                    } else {
+                        Err(format!(
+                            "EIN {} appears earlier in this import; its first row is kept",
+                            row.ein
+                        ))
+                    }
+                });
+                match parsed {
+                    Ok(row) => {
+                        batch.push(row);
+                        if batch.rows.len() >= batch_size {
+                            batch.write(db, &mut report.profiles).await?;
+                            bar.set_message(format!("{} rows", report.profiles.read));
+                        }
+                    }
+                    Err(reason) => {
+                        report.profiles.rejected += 1;
+                        report.reject(&source, Position::Line(line), reason);
                     }
                 }
-                Err(reason) => {
-                    report.profiles.rejected += 1;
-                    report.reject(&source, Position::Line(line), reason);
-                }
             }
+            batch.write(db, &mut report.profiles).await?;
         }
-        batch.write(db, &mut report.profiles).await?;
+        bar.finish_and_clear();
+        Ok(report.finish())
     }
-    bar.finish_and_clear();
-    Ok(report.finish())
 }
 
 /// A CSV reader over `path`, gunzipping when the file starts with the gzip
 /// magic bytes (whatever its name), with the header checked.
-fn open(path: &Path, bar: &ProgressBar) -> anyhow::Result<csv::Reader<Box<dyn Read>>> {
+fn open_file(path: &Path, bar: &ProgressBar) -> anyhow::Result<csv::Reader<Box<dyn Read>>> {
     let source = path.display();
     let Input { head, reader, .. } = Input::open(path, GZIP_MAGIC.len())?;
     let buffered = BufReader::new(bar.wrap_read(reader));

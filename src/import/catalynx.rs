@@ -77,41 +77,69 @@ impl Table {
 /// One input row: its table and columns by name, or why it cannot be read.
 type Item = (Position, Result<(Table, Map<String, Value>), String>);
 
-/// Imports the Catalynx database or export file at `path`.
+/// A Catalynx database or export file, opened and recognised, ready to import.
+pub struct Opened {
+    source: Source,
+    name: String,
+    options: ImportOptions,
+}
+
+/// Opens the Catalynx database or export file at `path` and recognises its
+/// format, before anything is written.
+pub async fn open(path: &Path, options: &ImportOptions) -> anyhow::Result<Opened> {
+    Ok(Opened {
+        source: Source::open(path, options.quiet).await?,
+        name: path.display().to_string(),
+        options: options.clone(),
+    })
+}
+
+/// Imports the Catalynx database or export file at `path`: [`open`], then
+/// [`Opened::import`].
 pub async fn import(db: &Db, path: &Path, options: &ImportOptions) -> anyhow::Result<ImportReport> {
-    let source_name = path.display().to_string();
-    let mut source = Source::open(path, options.quiet).await?;
-    let mut report = ImportReport::new(options.show_rejects);
-    let batch_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
-    let mut batch = Batch::default();
-    while let Some((position, item)) = source.next().await? {
-        // A line that names no table is counted with the profiles.
-        let (table, parsed) = match item {
-            Ok((table, fields)) => (table, Parsed::from_fields(table, &Fields(&fields))),
-            Err(reason) => (Table::Profiles, Err(reason)),
-        };
-        counts(&mut report, table).read += 1;
-        match parsed {
-            Ok(row) => {
-                // A repeated id waits for the next batch, so the later row
-                // updates the earlier one as it would across batches.
-                if batch.ids.contains(&(table, row.id().to_owned())) {
-                    batch.write(db, &mut report, &source_name).await?;
+    open(path, options).await?.import(db).await
+}
+
+impl Opened {
+    /// Imports the rows in the order the input lists them.
+    pub async fn import(self, db: &Db) -> anyhow::Result<ImportReport> {
+        let Self {
+            mut source,
+            name: source_name,
+            options,
+        } = self;
+        let mut report = ImportReport::new(options.show_rejects);
+        let batch_size = usize::try_from(options.batch_size).unwrap_or(usize::MAX);
+        let mut batch = Batch::default();
+        while let Some((position, item)) = source.next().await? {
+            // A line that names no table is counted with the profiles.
+            let (table, parsed) = match item {
+                Ok((table, fields)) => (table, Parsed::from_fields(table, &Fields(&fields))),
+                Err(reason) => (Table::Profiles, Err(reason)),
+            };
+            counts(&mut report, table).read += 1;
+            match parsed {
+                Ok(row) => {
+                    // A repeated id waits for the next batch, so the later row
+                    // updates the earlier one as it would across batches.
+                    if batch.ids.contains(&(table, row.id().to_owned())) {
+                        batch.write(db, &mut report, &source_name).await?;
+                    }
+                    batch.push(position, row);
+                    if batch.len() >= batch_size {
+                        batch.write(db, &mut report, &source_name).await?;
+                    }
                 }
-                batch.push(position, row);
-                if batch.len() >= batch_size {
-                    batch.write(db, &mut report, &source_name).await?;
+                Err(reason) => {
+                    counts(&mut report, table).rejected += 1;
+                    report.reject(&source_name, position, reason);
                 }
-            }
-            Err(reason) => {
-                counts(&mut report, table).rejected += 1;
-                report.reject(&source_name, position, reason);
             }
         }
+        batch.write(db, &mut report, &source_name).await?;
+        source.finish();
+        Ok(report.finish())
     }
-    batch.write(db, &mut report, &source_name).await?;
-    source.finish();
-    Ok(report.finish())
 }
 
 fn counts(report: &mut ImportReport, table: Table) -> &mut Counts {

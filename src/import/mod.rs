@@ -23,6 +23,9 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::config::ImportCommand;
+use crate::db::Db;
+
 /// What happened to the rows of one table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -218,6 +221,34 @@ fn progress_bar(len: u64, unit: Unit, quiet: bool) -> anyhow::Result<ProgressBar
     };
     Ok(ProgressBar::new(len)
         .with_style(ProgressStyle::with_template(template)?.progress_chars("=> ")))
+}
+
+/// The inputs of an import command, opened and their format recognised.
+pub enum Opened {
+    Bmf(bmf::Opened),
+    Catalynx(Box<catalynx::Opened>),
+}
+
+/// Opens the inputs of `command`. The CLI does this before it opens the
+/// database, so that an input that is missing, unreadable or not of its
+/// format fails the command before it has created an empty database.
+pub async fn open(command: &ImportCommand) -> anyhow::Result<Opened> {
+    Ok(match command {
+        ImportCommand::Bmf(config) => Opened::Bmf(bmf::open(&config.files, &config.options)?),
+        ImportCommand::Catalynx(config) => Opened::Catalynx(Box::new(
+            catalynx::open(&config.path, &config.options).await?,
+        )),
+    })
+}
+
+impl Opened {
+    /// Writes the inputs' rows to `db`.
+    pub async fn import(self, db: &Db) -> anyhow::Result<ImportReport> {
+        match self {
+            Self::Bmf(files) => files.import(db).await,
+            Self::Catalynx(source) => source.import(db).await,
+        }
+    }
 }
 
 /// Refuses an import whose source is the SQLite file it would write to,

@@ -722,6 +722,38 @@ async fn the_seed_command_loads_postgres() {
     the_seed_command_loads(Backend::Postgres).await;
 }
 
+/// `migrate` and `seed` leave their writes in the database file itself, not
+/// in its WAL, so that a copy of the file alone is whole. Another process
+/// holds the file open meanwhile, as a running server would: SQLite then
+/// does not checkpoint when the command's connections close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_and_seed_leave_their_writes_in_the_database_file() {
+    use crate::helpers::{Binary, rows_in_a_copy};
+    let test_db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let path = catalynx::db::sqlite_path(&test_db.url).unwrap();
+    let other = catalynx::db::Db::connect(&test_db.config()).await.unwrap();
+    let run = |args: &[&str]| {
+        let mut command = Binary::start(args, &[("DATABASE_URL", &test_db.url)], None);
+        assert!(command.child.wait().unwrap().success(), "{args:?} failed");
+    };
+
+    run(&["migrate"]);
+    let migrations = rows_in_a_copy(&path, "seaql_migrations").await;
+    run(&[
+        "seed",
+        "--profiles",
+        "40",
+        "--opportunities-per-profile",
+        "3",
+        "--quiet",
+    ]);
+
+    assert!(migrations.is_some_and(|n| n > 0), "{migrations:?}");
+    assert_eq!(rows_in_a_copy(&path, "profiles").await, Some(40));
+    assert_eq!(rows_in_a_copy(&path, "opportunities").await, Some(120));
+    other.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_refuses_a_non_empty_database() {
     let app = crate::helpers::spawn_app().await;
@@ -798,6 +830,109 @@ fn bad_configuration_ends_with_one_clear_line() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+/// A default page size above the maximum, by flag or by variable, is
+/// refused at start with both settings named, before the database is
+/// created: the server started and served the maximum.
+#[test]
+fn a_default_page_size_above_the_maximum_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            vec!["--default-page-size", "600"],
+            vec![],
+            "600 is larger than",
+        ),
+        (
+            vec![],
+            vec![("CATALYNX_MAX_PAGE_SIZE", "50")],
+            "100 is larger than",
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that started would never exit by itself.
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("{args:?} {env:?}: the server started");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "error: CATALYNX_DEFAULT_PAGE_SIZE / --default-page-size: {expected} \
+                 CATALYNX_MAX_PAGE_SIZE / --max-page-size"
+            )),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("catalynx.db").exists());
+    }
+}
+
+/// The server's boolean variables take the usual spellings (only `true`
+/// and `false` were taken, so each of these stopped the server at start),
+/// with the meaning they spell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boolean_variables_take_the_usual_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bool.db").display());
+    let server = crate::helpers::Binary::start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("DATABASE_URL", &url),
+            ("CATALYNX_DEMO", "1"),
+            ("CATALYNX_DISABLE_INTROSPECTION", "yes"),
+            ("CATALYNX_DISABLE_LOADERS", "off"),
+            ("CATALYNX_READS_NEED_KEY", "0"),
+            ("CATALYNX_CACHE", "no"),
+        ],
+        None,
+    );
+    let client = reqwest::Client::new();
+    let query = |query: &'static str| {
+        client
+            .post(server.url("/graphql"))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+    };
+
+    let counted: serde_json::Value =
+        query("{ profiles(filter: { includeArchived: true }) { totalCount } }")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let introspected: serde_json::Value = query("{ __schema { queryType { name } } }")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // The demo's 60 profiles, read without a key.
+    assert_eq!(counted["data"]["profiles"]["totalCount"], 60, "{counted}");
+    assert_eq!(
+        introspected["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{introspected}"
+    );
 }
 
 #[test]

@@ -502,3 +502,25 @@ pub fn id(args: &[&str]) -> String {
         .expect("id runs");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// Rows of `table` in a copy of the SQLite file at `path` alone, without
+/// its -wal file: what `cp catalynx.db backup.db` keeps. `None` when the
+/// copy has no such table.
+pub async fn rows_in_a_copy(path: &std::path::Path, table: &str) -> Option<i64> {
+    use sea_orm::sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("backup.db");
+    std::fs::copy(path, &copy).expect("copy the database file");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(&copy)
+        .connect()
+        .await
+        .expect("open the copy");
+    let count = sea_orm::sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+    let rows = sea_orm::sqlx::query_scalar(count)
+        .fetch_one(&mut conn)
+        .await
+        .ok();
+    conn.close().await.ok();
+    rows
+}

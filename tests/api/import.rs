@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder}
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Backend, TestDb};
+use crate::helpers::{Backend, TestDb, rows_in_a_copy};
 
 const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -796,6 +796,108 @@ fn the_commands_import_export_and_import_again() {
     );
 }
 
+/// An import leaves its rows in the database file itself, not in its WAL:
+/// a copy of the file alone (`cp catalynx.db backup.db`) was empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_leaves_its_rows_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (ok, _, stderr) = catalynx_cli(&["import", "bmf", SAMPLE, "--quiet"], dir.path());
+
+    assert!(ok, "{stderr}");
+    let database = dir.path().join("catalynx.db");
+    assert_eq!(rows_in_a_copy(&database, "profiles").await, Some(7));
+    assert_eq!(
+        names_in(dir.path()),
+        ["catalynx.db"],
+        "no WAL left beside it"
+    );
+}
+
+/// `CATALYNX_QUIET` takes the usual boolean spellings (only `true` and
+/// `false` were taken), and a bad value is refused naming the variable.
+#[test]
+fn catalynx_quiet_takes_the_usual_spellings() {
+    let dir = tempfile::tempdir().unwrap();
+    let import = |quiet: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+            .args([
+                "--database-url",
+                "sqlite://quiet.db",
+                "import",
+                "bmf",
+                SAMPLE,
+            ])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("CATALYNX_LOG", "error")
+            .env("CATALYNX_QUIET", quiet)
+            .output()
+            .unwrap()
+    };
+
+    for quiet in ["1", "yes", "on", "0", "no", "off", "true", "false"] {
+        let out = import(quiet);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{quiet}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("profiles: 11 read,"),
+            "{quiet}"
+        );
+    }
+
+    let out = import("maybe");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "error: invalid value \"maybe\" for CATALYNX_QUIET / --quiet: use true or false"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An input that is missing or not of its format fails the import before
+/// the database is opened: the SQLite file was created first and left
+/// behind.
+#[test]
+fn a_bad_input_leaves_no_database_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let other = inputs.path().join("other.csv");
+    std::fs::write(&other, "a,b\n1,2\n").unwrap();
+    let other = other.to_str().unwrap();
+
+    for (args, error) in [
+        (
+            &["import", "bmf", "missing.csv"][..],
+            "missing.csv: cannot open",
+        ),
+        (
+            &["import", "bmf", SAMPLE, "missing.csv"],
+            "missing.csv: cannot open",
+        ),
+        (
+            &["import", "catalynx", "missing.jsonl"],
+            "missing.jsonl: cannot open",
+        ),
+        (&["import", "bmf", other], "other.csv: not an EO BMF file"),
+        (
+            &["import", "catalynx", other],
+            "other.csv: not a Catalynx database or export",
+        ),
+    ] {
+        let (ok, _, stderr) = catalynx_cli(args, dir.path());
+
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(error),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(names_in(dir.path()), Vec::<String>::new(), "{args:?}");
+    }
+}
+
 /// Runs the real binary in `dir` with `input` on its standard input (a
 /// pipe); returns (success, stdout, stderr).
 fn catalynx_piped(args: &[&str], dir: &Path, input: &[u8]) -> (bool, String, String) {
@@ -1358,6 +1460,134 @@ async fn a_failed_export_removes_its_partial_file() {
 
     assert!(failed.is_err());
     assert_eq!(names_in(dir.path()), Vec::<String>::new());
+}
+
+/// Seeds `name` in `dir` through the CLI with three profiles.
+fn seeded(dir: &Path, name: &str) {
+    let url = format!("sqlite://{name}");
+    let (ok, _, stderr) = catalynx_cli(
+        &["--database-url", &url, "seed", "--profiles", "3", "--quiet"],
+        dir,
+    );
+    assert!(ok, "{stderr}");
+}
+
+/// An `--output` that is the database being exported, one of the files
+/// SQLite keeps beside it, or a symlink to either, is refused before
+/// anything is written: the export was renamed over it.
+#[test]
+fn export_refuses_to_write_over_its_own_database() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    seeded(dir.path(), "source.db");
+    let before = std::fs::read(dir.path().join("source.db")).unwrap();
+    symlink("source.db", dir.path().join("link.jsonl")).unwrap();
+    // Dangling until SQLite next writes its WAL.
+    symlink("source.db-wal", dir.path().join("wal-link.jsonl")).unwrap();
+    let absolute = dir.path().join("source.db").display().to_string();
+    let database = "the database being exported";
+
+    for (output, is) in [
+        ("source.db", database.to_owned()),
+        (&absolute, database.to_owned()),
+        ("link.jsonl", database.to_owned()),
+        (
+            "source.db-wal",
+            format!("the write-ahead log of {database}"),
+        ),
+        (
+            "wal-link.jsonl",
+            format!("the write-ahead log of {database}"),
+        ),
+        ("source.db-shm", format!("the WAL index of {database}")),
+        (
+            "source.db-journal",
+            format!("the rollback journal of {database}"),
+        ),
+    ] {
+        let (ok, _, stderr) = catalynx_cli(
+            &[
+                "--database-url",
+                "sqlite://source.db",
+                "export",
+                "--output",
+                output,
+            ],
+            dir.path(),
+        );
+
+        assert!(!ok, "{output}");
+        assert_eq!(
+            stderr.trim(),
+            format!("error: --output: {output} is {is}; name another file")
+        );
+    }
+    assert!(
+        std::fs::read(dir.path().join("source.db")).unwrap() == before,
+        "the database changed"
+    );
+    assert_eq!(
+        names_in(dir.path()),
+        ["link.jsonl", "source.db", "wal-link.jsonl"]
+    );
+    assert!(dir.path().join("link.jsonl").is_symlink());
+}
+
+/// A FIFO given as `--output` is written in place (a rename replaced it
+/// with a regular file), and a symlink's target is replaced while the link
+/// stays a link.
+#[test]
+fn export_writes_into_a_fifo_and_through_a_symlink() {
+    use std::os::unix::fs::{FileTypeExt, symlink};
+    let dir = tempfile::tempdir().unwrap();
+    seeded(dir.path(), "source.db");
+    let export = ["--database-url", "sqlite://source.db", "export"];
+    let (ok, expected, stderr) = catalynx_cli(&export, dir.path());
+    assert!(ok, "{stderr}");
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+
+    let (ok, _, stderr) = catalynx_cli(&[&export[..], &["--output", "fifo"]].concat(), dir.path());
+
+    assert!(ok, "{stderr}");
+    let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+    assert!(kind.is_fifo(), "the FIFO was replaced: {kind:?}");
+    assert_eq!(reader.join().unwrap(), expected);
+
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::fs::write(dir.path().join("real/old.jsonl"), "old").unwrap();
+    symlink("real/old.jsonl", dir.path().join("old-link.jsonl")).unwrap();
+    symlink("real/new.jsonl", dir.path().join("new-link.jsonl")).unwrap();
+    for (link, target) in [
+        ("old-link.jsonl", "old.jsonl"),
+        ("new-link.jsonl", "new.jsonl"),
+    ] {
+        let (ok, _, stderr) =
+            catalynx_cli(&[&export[..], &["--output", link]].concat(), dir.path());
+
+        assert!(ok, "{link}: {stderr}");
+        assert!(
+            dir.path().join(link).is_symlink(),
+            "{link} is no longer a link"
+        );
+        let written = std::fs::read_to_string(dir.path().join("real").join(target)).unwrap();
+        assert_eq!(written, expected, "{link}");
+    }
+    assert_eq!(
+        names_in(&dir.path().join("real")),
+        ["new.jsonl", "old.jsonl"]
+    );
+    let mut names = names_in(dir.path());
+    names.retain(|n| !n.starts_with("source.db"));
+    assert_eq!(names, ["fifo", "new-link.jsonl", "old-link.jsonl", "real"]);
 }
 
 /// An import takes what the API takes: text trimmed, names up to 300
