@@ -165,16 +165,6 @@ impl AppError {
             .set("code", self.code());
         error
     }
-
-    /// Prefixes a client-facing message, e.g. with the index of a batch item.
-    pub fn context(self, prefix: impl std::fmt::Display) -> Self {
-        match self {
-            Self::BadUserInput(m) => Self::BadUserInput(format!("{prefix}: {m}")),
-            Self::NotFound(m) => Self::NotFound(format!("{prefix}: {m}")),
-            Self::Conflict(m) => Self::Conflict(format!("{prefix}: {m}")),
-            internal => internal,
-        }
-    }
 }
 
 impl From<DbErr> for AppError {

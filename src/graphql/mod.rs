@@ -11,7 +11,7 @@ pub mod schema;
 pub mod shape;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition};
-use async_graphql::{Context, InputType, Name, Positioned};
+use async_graphql::{Context, ErrorExtensions, InputType, Name, Positioned};
 
 use crate::cache::{Cache, Tag};
 use crate::config::ApiConfig;
@@ -56,6 +56,74 @@ impl ApiContext {
 pub async fn wrote(ctx: &Context<'_>, tags: &[Tag<'_>]) {
     ApiContext::of(ctx).cache.invalidate(tags).await;
     ctx.data_unchecked::<Loaders>().forget_loaded();
+}
+
+/// Items of a batch refused one by one, each by its index in `inputs`, all
+/// with the code of `kind` (`AppError::BadUserInput`, `Conflict`, `NotFound`).
+pub struct Refused {
+    kind: fn(String) -> AppError,
+    items: Vec<(usize, String)>,
+}
+
+/// Room in an error's message for the items it names (messages are cut at
+/// 1,000 characters, see [`limits::bound_errors`]).
+const ITEMS_IN_MESSAGE_CHARS: usize = 800;
+
+impl Refused {
+    pub fn new(kind: fn(String) -> AppError) -> Self {
+        Self {
+            kind,
+            items: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, index: usize, message: impl Into<String>) {
+        self.items.push((index, message.into()));
+    }
+
+    /// `Ok` when no item was refused.
+    pub fn check(self) -> async_graphql::Result<()> {
+        if self.items.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    /// The message names items while it has room and counts the rest;
+    /// `extensions.items` lists every one as `{ index, message }`, so a
+    /// batch of a thousand bad items is reported whole.
+    fn into_error(mut self) -> async_graphql::Error {
+        self.items.sort_by_key(|(index, _)| *index);
+        let mut message = String::new();
+        let mut named = 0;
+        for (index, item) in &self.items {
+            let part = format!("inputs[{index}]: {item}");
+            if named > 0 && message.len() + part.len() > ITEMS_IN_MESSAGE_CHARS {
+                break;
+            }
+            if named > 0 {
+                message.push_str("; ");
+            }
+            message.push_str(&part);
+            named += 1;
+        }
+        let unnamed = self.items.len() - named;
+        if unnamed > 0 {
+            message.push_str(&format!(
+                "; and {unnamed} more (extensions.items lists all {})",
+                self.items.len()
+            ));
+        }
+        let items: Vec<async_graphql::Value> = self
+            .items
+            .iter()
+            .map(|(index, message)| async_graphql::value!({ "index": index, "message": message }))
+            .collect();
+        (self.kind)(message)
+            .extend()
+            .extend_with(|_, ext| ext.set("items", items))
+    }
 }
 
 /// Most values a list of a filter may hold (`profileIds` excepted). Each

@@ -13,7 +13,7 @@ use super::loaders::{CountKey, Loaders};
 use super::profile::{
     Profile, apply, apply_required, optional, parse_batch, parse_search, stored_enum,
 };
-use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, wrote};
+use super::{ApiContext, MAX_FILTER_VALUES, Refused, filter_values, limits, wrote};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -699,29 +699,28 @@ impl OpportunityMutation {
         Ok(Some(Opportunity(saved.gql()?)))
     }
 
-    /// Creates many opportunities in one transaction: all of them or none.
-    /// Errors name the index of each bad item.
+    /// Creates many opportunities in one transaction: all of them or none. A
+    /// refused batch's error names the bad items by index, and its
+    /// `extensions.items` lists every one as `{ index, message }`.
     #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn create_opportunities(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new opportunities (1 to 1000).")] inputs: Vec<CreateOpportunityInput>,
     ) -> Result<Option<Vec<Opportunity>>> {
-        let models = parse_batch(inputs, CreateOpportunityInput::into_model).gql()?;
+        let models = parse_batch(inputs, CreateOpportunityInput::into_model)?;
         let api = ApiContext::of(ctx);
         let mut ids: Vec<String> = models.iter().map(|m| m.profile_id.clone()).collect();
         ids.sort();
         ids.dedup();
         let found = profiles::by_ids(&api.db.read, &ids).await.gql()?;
-        let missing: Vec<String> = models
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| !found.iter().any(|p| p.id == m.profile_id))
-            .map(|(i, m)| format!("inputs[{i}]: profile {:?} does not exist", m.profile_id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(AppError::NotFound(missing.join("; ")).extend());
+        let mut missing = Refused::new(AppError::NotFound);
+        for (index, m) in models.iter().enumerate() {
+            if !found.iter().any(|p| p.id == m.profile_id) {
+                missing.add(index, format!("profile {:?} does not exist", m.profile_id));
+            }
         }
+        missing.check()?;
         let written = async {
             let txn = api.db.begin_write().await?;
             bulk::insert_many::<opportunity::Entity, _>(&txn, &models).await?;

@@ -15,7 +15,7 @@ use super::loaders::{CountKey, Hashed, Loaders, NestedPageArgs, PageKey};
 use super::opportunity::{
     OpportunityConnection, OpportunityFilterInput, OpportunityOrder, Total, node_columns,
 };
-use super::{ApiContext, MAX_FILTER_VALUES, filter_values, limits, parse_list, wrote};
+use super::{ApiContext, MAX_FILTER_VALUES, Refused, filter_values, limits, parse_list, wrote};
 use crate::auth::{Role, RoleGuard};
 use crate::cache::Tag;
 use crate::domain::{
@@ -903,27 +903,28 @@ impl UpdateProfileInput {
 }
 
 /// Validates every item of a batch, naming the index of each bad one.
-pub fn parse_batch<I, T>(inputs: Vec<I>, parse: impl Fn(I) -> AppResult<T>) -> AppResult<Vec<T>> {
+pub fn parse_batch<I, T>(
+    inputs: Vec<I>,
+    parse: impl Fn(I) -> AppResult<T>,
+) -> async_graphql::Result<Vec<T>> {
     if inputs.is_empty() || inputs.len() > MAX_BATCH {
         return Err(AppError::bad_input(format!(
             "inputs must hold 1 to {MAX_BATCH} items, got {}",
             inputs.len()
-        )));
+        ))
+        .extend());
     }
     let mut ok = Vec::with_capacity(inputs.len());
-    let mut errors = Vec::new();
+    let mut refused = Refused::new(AppError::BadUserInput);
     for (index, input) in inputs.into_iter().enumerate() {
         match parse(input) {
             Ok(v) => ok.push(v),
-            Err(AppError::Internal(e)) => return Err(AppError::Internal(e)),
-            Err(e) => errors.push(e.context(format!("inputs[{index}]")).to_string()),
+            Err(e @ AppError::Internal(_)) => return Err(e.extend()),
+            Err(e) => refused.add(index, e.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(ok)
-    } else {
-        Err(AppError::bad_input(errors.join("; ")))
-    }
+    refused.check()?;
+    Ok(ok)
 }
 
 #[derive(Default)]
@@ -945,17 +946,18 @@ impl ProfileMutation {
         Ok(Some(Profile(saved.gql()?)))
     }
 
-    /// Creates many profiles in one transaction: all of them or none. Errors
-    /// name the index of each bad item.
+    /// Creates many profiles in one transaction: all of them or none. A
+    /// refused batch's error names the bad items by index, and its
+    /// `extensions.items` lists every one as `{ index, message }`.
     #[graphql(guard = "RoleGuard(Role::Editor)")]
     async fn create_profiles(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new profiles (1 to 1000).")] inputs: Vec<CreateProfileInput>,
     ) -> Result<Option<Vec<Profile>>> {
-        let models = parse_batch(inputs, CreateProfileInput::into_model).gql()?;
+        let models = parse_batch(inputs, CreateProfileInput::into_model)?;
         let api = ApiContext::of(ctx);
-        check_unique_eins(&api.db, &models).await.gql()?;
+        check_unique_eins(&api.db, &models).await?;
         let written = async {
             let txn = api.db.begin_write().await?;
             bulk::insert_many::<profile::Entity, _>(&txn, &models).await?;
@@ -1035,31 +1037,25 @@ impl ProfileMutation {
 }
 
 /// Refuses a batch whose EINs repeat within it or exist already, naming the items.
-async fn check_unique_eins(db: &crate::db::Db, models: &[profile::Model]) -> AppResult<()> {
+async fn check_unique_eins(
+    db: &crate::db::Db,
+    models: &[profile::Model],
+) -> async_graphql::Result<()> {
     let mut seen = HashMap::new();
-    let mut errors = Vec::new();
+    let mut refused = Refused::new(AppError::Conflict);
     for (index, m) in models.iter().enumerate() {
         if let Some(ein) = &m.ein
             && let Some(first) = seen.insert(ein.clone(), index)
         {
-            errors.push(format!(
-                "inputs[{index}]: EIN {ein} repeats inputs[{first}]"
-            ));
+            refused.add(index, format!("EIN {ein} repeats inputs[{first}]"));
         }
     }
     let eins: Vec<String> = seen.keys().cloned().collect();
-    let taken = profiles::existing_eins(&db.read, &eins).await?;
+    let taken = profiles::existing_eins(&db.read, &eins).await.gql()?;
     for (index, m) in models.iter().enumerate() {
-        if m.ein.as_ref().is_some_and(|e| taken.contains(e)) {
-            errors.push(format!(
-                "inputs[{index}]: a profile with EIN {} already exists",
-                m.ein.as_deref().unwrap_or_default()
-            ));
+        if let Some(ein) = m.ein.as_ref().filter(|e| taken.contains(*e)) {
+            refused.add(index, format!("a profile with EIN {ein} already exists"));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Conflict(errors.join("; ")))
-    }
+    refused.check()
 }

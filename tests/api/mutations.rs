@@ -245,6 +245,31 @@ async fn batches_are_all_or_nothing(app: &TestApp) {
         "{message}"
     );
 
+    // Every bad item is named in `extensions.items`, however many; the
+    // message names those it has room for and counts the rest.
+    let mut many: Vec<Value> = (0..300).map(|_| json!({ "name": "" })).collect();
+    many[150] = json!({ "name": "Fine" });
+    let body = app.gql(batch, json!({ "inputs": many })).await;
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    let items = error["extensions"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 299);
+    assert_eq!(
+        items[0],
+        json!({ "index": 0, "message": "name must not be empty" })
+    );
+    assert_eq!(items[150]["index"], 151);
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("inputs[0]: name must not be empty; inputs[1]: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("more (extensions.items lists all 299)"),
+        "{message}"
+    );
+    assert!(message.chars().count() <= 1000, "{message}");
+
     let duplicate = json!([{ "name": "X", "ein": "777777777" }, { "name": "Y", "ein": "500000003" }, { "name": "Z", "ein": "77-7777777" }]);
     let body = app.gql(batch, json!({ "inputs": duplicate })).await;
     assert_eq!(
