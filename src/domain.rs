@@ -210,7 +210,8 @@ pub fn parse_text_list(field: &str, values: &[String]) -> Result<Vec<String>, Ap
     }
     values
         .iter()
-        .map(|v| parse_text(field, v, MAX_NAME_CHARS))
+        .enumerate()
+        .map(|(i, v)| parse_text(&format!("{field}[{i}]"), v, MAX_NAME_CHARS))
         .collect()
 }
 

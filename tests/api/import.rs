@@ -1631,11 +1631,11 @@ async fn imported_rows_follow_the_api_rules_for_text() {
         reject_texts(&report),
         [
             "line 2: name is longer than 300 characters",
-            "line 4: focus_areas must not be empty",
+            "line 4: focus_areas[0] must not be empty",
             "line 6: website_url is longer than 300 characters",
             "line 7: focus_areas holds more than 100 items",
             "line 8: notes is longer than 10000 characters",
-            "line 9: tags must not be empty",
+            "line 9: tags[1] must not be empty",
         ]
     );
     assert_eq!(report.profiles, counts(6, 2, 0, 0, 4));

@@ -106,6 +106,17 @@ async fn invalid_profiles_are_refused_and_nothing_is_written(app: &TestApp) {
         );
         assert!(!body["errors"][0]["message"].as_str().unwrap().is_empty());
     }
+    // A blank item of a list is named by its place, not as an empty list.
+    let body = app
+        .gql(
+            create,
+            json!({ "input": { "name": "A", "focusAreas": ["arts", " "] } }),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["message"], "focusAreas[1] must not be empty",
+        "{body}"
+    );
     // Unknown enum values fail validation.
     let body = app
         .gql(
