@@ -140,7 +140,8 @@ impl Opportunity {
 }
 
 /// Which opportunities a list returns. Conditions combine with AND; list
-/// conditions match any of their values.
+/// conditions match any of their values, and an empty list, like one left
+/// out, sets no condition (a form with nothing ticked filters nothing).
 #[derive(InputObject, Default, Clone)]
 #[graphql(name = "OpportunityFilter")]
 pub struct OpportunityFilterInput {

@@ -330,7 +330,8 @@ pub fn stored_enum<T: DbEnum>(value: &str) -> Result<T> {
 }
 
 /// Which profiles a list returns. Conditions combine with AND; list
-/// conditions match any of their values.
+/// conditions match any of their values, and an empty list, like one left
+/// out, sets no condition (a form with nothing ticked filters nothing).
 #[derive(InputObject, Default)]
 #[graphql(name = "ProfileFilter")]
 pub struct ProfileFilterInput {

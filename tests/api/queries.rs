@@ -695,6 +695,34 @@ on_both!(
     search_text_is_data_never_sql
 );
 
+/// An empty filter list sets no condition, as the schema says: the same
+/// rows as the list left out.
+async fn empty_filter_lists_set_no_condition(app: &TestApp) {
+    let id = create_profile(app, json!({ "name": "Harbor Fund", "state": "OR" })).await;
+    create_profile(app, json!({ "name": "Bay Arts" })).await;
+    create_opportunity(
+        app,
+        json!({ "profileId": id, "organizationName": "Funder" }),
+    )
+    .await;
+    let total = |query: &'static str| async move {
+        let data = app.data(query, Value::Null).await;
+        data.as_object().unwrap().values().next().unwrap()["totalCount"].clone()
+    };
+    assert_eq!(
+        total("{ profiles(filter: { states: [], nteeCodes: [] }) { totalCount } }").await,
+        2
+    );
+    assert_eq!(
+        total("{ opportunities(filter: { profileIds: [], stages: [] }) { totalCount } }").await,
+        1
+    );
+}
+on_both!(
+    empty_filter_lists_set_no_condition_,
+    empty_filter_lists_set_no_condition
+);
+
 /// A search finds text where it is, not in how it is stored: digits in a
 /// phrase are not looked for among EINs, and tags are matched one by one,
 /// not as the JSON list that holds them.
