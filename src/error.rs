@@ -66,6 +66,10 @@ pub enum AppError {
     /// file or replica); reads still work, nothing was written.
     #[error("the database is read-only: writes are refused, reads still work")]
     ReadOnly,
+    /// `REQUEST_TIMEOUT` (HTTP 408): the request ran past `--request-timeout-secs`.
+    /// A mutation among it still runs to its end.
+    #[error("the request took longer than the server allows")]
+    RequestTimeout,
 }
 
 impl AppError {
@@ -100,6 +104,7 @@ impl AppError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
             Self::ReadOnly => "READ_ONLY",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 
@@ -124,6 +129,7 @@ impl AppError {
             Self::Forbidden(m) => Self::Forbidden(m.clone()),
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::ReadOnly => Self::ReadOnly,
+            Self::RequestTimeout => Self::RequestTimeout,
         }
     }
 
@@ -144,6 +150,7 @@ impl AppError {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unavailable(_) | Self::ReadOnly => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -469,6 +469,7 @@ fn known_code(code: &str) -> &'static str {
         "UNAUTHENTICATED",
         "SERVICE_UNAVAILABLE",
         "READ_ONLY",
+        "REQUEST_TIMEOUT",
         "INTERNAL",
         crate::graphql::limits::PARSE_FAILED,
         crate::graphql::limits::VALIDATION_FAILED,

@@ -15,13 +15,12 @@ pub mod playground;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::config::HttpConfig;
 use crate::error::AppError;
@@ -96,6 +95,24 @@ pub fn refusal(path: &str, headers: &HeaderMap, error: AppError) -> Response {
     }
 }
 
+/// Answers a request still running after `limit` with 408 and its
+/// endpoint's error body (tower-http's timeout sends an empty one).
+async fn time_limit(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut headers = HeaderMap::new();
+    if let Some(accept) = request.headers().get(header::ACCEPT) {
+        headers.insert(header::ACCEPT, accept.clone());
+    }
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => refusal(&path, &headers, AppError::RequestTimeout),
+    }
+}
+
 /// Wraps the routes in the layers every request passes, outermost first:
 /// log and metrics, CORS, ETag coding suffix, compression, timeout, body limit.
 pub fn layers(
@@ -106,9 +123,9 @@ pub fn layers(
 ) -> Router {
     let mut router = router
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             Duration::from_secs(config.request_timeout_secs),
+            time_limit,
         ))
         .layer(
             CompressionLayer::new()

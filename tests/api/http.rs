@@ -937,6 +937,7 @@ async fn requests_that_take_too_long_get_408() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"REQUEST_TIMEOUT\""), "{answer}");
     app.finish().await;
 }
 
