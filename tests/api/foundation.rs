@@ -851,29 +851,15 @@ fn a_default_page_size_above_the_maximum_is_refused_at_start() {
         ),
     ];
     for (args, env, expected) in cases {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(&args)
-            .envs(env.iter().copied())
-            .current_dir(dir.path())
-            .env_remove("DATABASE_URL")
-            .env("CATALYNX_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A server that started would never exit by itself.
-        let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > std::time::Duration::from_secs(20) {
-                child.kill().unwrap();
-                panic!("{args:?} {env:?}: the server started");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-
-        assert!(!out.status.success());
+        let out = crate::helpers::refused_output(
+            std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(&args)
+                .envs(env.iter().copied())
+                .current_dir(dir.path())
+                .env_remove("DATABASE_URL"),
+            &format!("{args:?} {env:?}"),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.starts_with(&format!(

@@ -524,3 +524,26 @@ pub async fn rows_in_a_copy(path: &std::path::Path, table: &str) -> Option<i64> 
     conn.close().await.ok();
     rows
 }
+
+/// Runs `command` (the binary, expected to refuse and exit) to its end and
+/// returns what it wrote to stderr; panics naming `what` if it is still
+/// running after 20 s, as a server that started would be.
+pub fn refused_output(command: &mut std::process::Command, what: &str) -> std::process::Output {
+    let mut child = command
+        .env("CATALYNX_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("{what} was not refused");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{what}");
+    out
+}

@@ -1094,27 +1094,13 @@ async fn a_database_of_the_original_platform_is_refused_untouched() {
         &["import", "bmf", SAMPLE, "--quiet"],
         &["seed", "--profiles", "1", "--quiet"],
     ] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
-            .args([&url[..], command].concat())
-            .current_dir(dir.path())
-            .env_remove("DATABASE_URL")
-            .env("CATALYNX_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A server that started would never exit by itself.
-        let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > std::time::Duration::from_secs(20) {
-                child.kill().unwrap();
-                panic!("{command:?} was not refused");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-
-        assert!(!out.status.success(), "{command:?}");
+        let out = crate::helpers::refused_output(
+            std::process::Command::new(env!("CARGO_BIN_EXE_catalynx"))
+                .args([&url[..], command].concat())
+                .current_dir(dir.path())
+                .env_remove("DATABASE_URL"),
+            &format!("{command:?}"),
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).trim(),
             want,
