@@ -94,10 +94,12 @@ async fn graphql_get(
     let params: GetParams = match serde_urlencoded::from_str(raw.as_deref().unwrap_or_default()) {
         Ok(params) => params,
         Err(e) => {
-            return error_response(
-                AppError::BadRequest(format!("invalid query string: {e}")),
-                None,
-            );
+            // Answered in the format the client accepts, as every other error.
+            let error = AppError::BadRequest(format!("invalid query string: {e}"));
+            return match negotiate::response_format(&headers) {
+                Ok(format) => error_response(error, Some(format)),
+                Err(refused) => error_response(refused, None),
+            };
         }
     };
     // A browser opening the endpoint gets the playground.

@@ -915,6 +915,25 @@ async fn bodies_over_the_limit_are_refused_with_413() {
     app.finish().await;
 }
 
+/// A query string that cannot be read is answered in the format the client
+/// accepts, as every other error of the endpoint.
+#[tokio::test]
+async fn a_bad_query_string_is_answered_in_the_accepted_format() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/graphql?query=%7B__typename%7D&query=%7B__typename%7D"))
+        .header(header::ACCEPT, GRJ)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(content_type(&response).starts_with(GRJ));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(first_code(&body), "BAD_REQUEST");
+    app.finish().await;
+}
+
 #[tokio::test]
 async fn requests_that_take_too_long_get_408() {
     let app = spawn_http_app(HttpConfig {
