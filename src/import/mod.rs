@@ -125,23 +125,36 @@ impl ImportReport {
     /// conflict shows only when its batch is written, after rows read later
     /// were refused on sight.
     fn reject(&mut self, source: &str, position: Position, reason: impl Into<String>) {
-        if !self.sources.iter().any(|s| s == source) {
-            self.sources.push(source.to_owned());
-        }
+        let index = match self.sources.iter().position(|s| s == source) {
+            Some(index) => index,
+            None => {
+                self.sources.push(source.to_owned());
+                self.sources.len() - 1
+            }
+        };
+        // Full: the new reject takes the place of the last kept one if it
+        // comes before it, and costs nothing otherwise (a file of bad rows
+        // makes millions of them).
+        let slot = if self.rejects.len() < self.shown {
+            None
+        } else {
+            let Some(last) = (0..self.rejects.len()).max_by_key(|&i| self.place(&self.rejects[i]))
+            else {
+                return;
+            };
+            if (index, position.order()) >= self.place(&self.rejects[last]) {
+                return;
+            }
+            Some(last)
+        };
         let reject = Reject {
             source: source.to_owned(),
             position,
             reason: reason.into(),
         };
-        if self.rejects.len() < self.shown {
-            self.rejects.push(reject);
-            return;
-        }
-        let last = (0..self.rejects.len()).max_by_key(|&i| self.place(&self.rejects[i]));
-        if let Some(last) = last
-            && self.place(&reject) < self.place(&self.rejects[last])
-        {
-            self.rejects[last] = reject;
+        match slot {
+            Some(last) => self.rejects[last] = reject,
+            None => self.rejects.push(reject),
         }
     }
 
